@@ -1,0 +1,101 @@
+"""The `ablate` command: run, report, plugins. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from ablate import __version__
+from ablate.errors import AblateError
+from ablate.interfaces import KINDS
+
+
+def _describe_params(cls: type) -> list[str]:
+    lines = []
+    for name, field in cls.Params.model_fields.items():
+        default = "required" if field.is_required() else f"= {field.get_default(call_default_factory=True)!r}"
+        desc = f"  {field.description}" if field.description else ""
+        lines.append(f"      {name} {default}{desc}")
+    return lines
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from ablate.plugins import load_registry
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registry = load_registry(args.plugins or ())
+    kinds = [args.kind] if args.kind else list(KINDS)
+    for kind in kinds:
+        names = registry.names(kind)
+        print(f"{kind}s:")
+        for name in names:
+            cls = registry.get(kind, name)
+            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            print(f"  {name}  [{registry.origin(kind, name)}]  {doc}")
+            print("\n".join(_describe_params(cls)) or "      (no parameters)")
+        print()
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ablate.runner import run_study
+
+    frame = run_study(args.study, profile=args.profile, overrides=args.set, executor=args.executor,
+                      runs_dir=args.runs_dir, extra_plugins=args.plugins or ())
+    return 0 if frame is not None else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ablate.report import write_reports
+
+    for path in write_reports(args.studies, runs_dir=args.runs_dir, out_dir=args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablate", description="Ablation studies for denoising diffusion models.")
+    parser.add_argument("--version", action="version", version=f"ablate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate every cell of a study")
+    run.add_argument("study", help="study TOML file")
+    run.add_argument("--profile", help="a [profiles.NAME] section of the study (e.g. quick)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key (TOML value)")
+    run.add_argument("--executor", help="executor plugin (default: local)")
+    run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
+    run.add_argument("--runs-dir", default="runs", help="where checkpoints and the results store live")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store")
+    report.add_argument("studies", nargs="*", help="study TOML files (default: every study in the store)")
+    report.add_argument("--runs-dir", default="runs")
+    report.add_argument("--out", default="reports", help="output folder")
+    report.set_defaults(func=cmd_report)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters")
+    plugins.add_argument("--kind", choices=list(KINDS), help="only this kind")
+    plugins.add_argument("--plugins", action="append", metavar="PATH", help="also load this local plugin file")
+    plugins.set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AblateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

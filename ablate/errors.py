@@ -1,0 +1,25 @@
+"""Errors a user can fix: the CLI prints them in one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class AblateError(Exception):
+    """A problem with the user's input (study, plugin, file, network), not a bug in ablate."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None) -> None:
+        self.file = file
+        self.key = key
+        where = ": ".join(part for part in (file, key) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PluginError(AblateError):
+    """Unknown, duplicate, broken or malformed plugin."""
+
+
+class StudyError(AblateError):
+    """A study file that does not validate."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the cell is marked failed, the study goes on."""

@@ -1,0 +1,211 @@
+"""The base class of every plugin kind, and the small types passed between them.
+
+A plugin is a class with a `name`, a nested pydantic `Params` model (unknown keys are
+errors) and the methods of its kind; the core constructs it as `Plugin(params)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from ablate.diffusion import Diffusion
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A denoiser's estimate of the clean data and of the noise, whatever the network outputs."""
+
+    x0: Tensor
+    eps: Tensor
+
+
+class Denoiser(Protocol):
+    """The seam between training and sampling: (x_t [B, ...], t LongTensor[B]) -> Prediction."""
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction: ...
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """A Gaussian mixture with diagonal covariances: weights [K], means [K, D], stds [K, D]."""
+
+    weights: Tensor
+    means: Tensor
+    stds: Tensor
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a model needs to know about the data: one sample's shape and what it is."""
+
+    name: str
+    shape: tuple[int, ...]
+    num_classes: int | None = None
+    mixture: Mixture | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.shape) == 3
+
+
+@dataclass
+class Data:
+    """A dataset's splits, scaled to [-1, 1] for images; labels where the dataset has them."""
+
+    train: Tensor
+    test: Tensor
+    spec: DataSpec
+    train_labels: Tensor | None = None
+    test_labels: Tensor | None = None
+
+
+@dataclass
+class EvalContext:
+    """What the core hands a metric besides the samples and the real data."""
+
+    data: Data
+    denoiser: Denoiser
+    diffusion: Diffusion
+    device: torch.device
+    cache_dir: Path
+    generator: torch.Generator
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Plugin:
+    """Base of every plugin: a name, validated Params, constructed as Plugin(params)."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, params: BaseModel | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{self.name}({args})"
+
+
+class Schedule(Plugin):
+    kind = "schedule"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        T: int = Field(1000, ge=2, description="number of diffusion steps")
+
+    def betas(self, T: int) -> Tensor:
+        raise NotImplementedError
+
+    def diffusion(self) -> Diffusion:
+        return Diffusion(self.betas(self.params.T))
+
+
+class Target(Plugin):
+    """What the network outputs, and how to turn that output back into (x0, eps)."""
+
+    kind = "target"
+
+    def training_target(self, diffusion: Diffusion, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def to_prediction(self, diffusion: Diffusion, x_t: Tensor, t: Tensor, output: Tensor) -> Prediction:
+        raise NotImplementedError
+
+    def x0_error_scale(self, diffusion: Diffusion, t: Tensor) -> Tensor:
+        """s(t) [B], float64: |target error| = s(t) * |x0 error| at fixed x_t."""
+        raise NotImplementedError
+
+
+class Weighting(Plugin):
+    """Per-sample weights w(t) on the target-space mean squared error."""
+
+    kind = "weighting"
+
+    def weights(self, diffusion: Diffusion, target: Target, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class Sampler(Plugin):
+    """Turns noise into samples with any denoiser; never knows which target was trained."""
+
+    kind = "sampler"
+
+    def sample(
+        self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def nfe(self, diffusion: Diffusion, t_start: int) -> int:
+        """Network evaluations one call of `sample` makes (the core also counts them)."""
+        raise NotImplementedError
+
+
+class Model(Plugin):
+    """Builds the network; `denoiser` wraps it with a target (the oracle overrides it)."""
+
+    kind = "model"
+    trainable: ClassVar[bool] = True
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        raise NotImplementedError
+
+    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec) -> Denoiser:
+        return NetworkDenoiser(module, target, diffusion)
+
+
+class Dataset(Plugin):
+    kind = "dataset"
+
+    def load(self) -> Data:
+        raise NotImplementedError
+
+
+class Metric(Plugin):
+    """Scores samples against real data; `needs_samples = False` for model diagnostics."""
+
+    kind = "metric"
+    needs_samples: ClassVar[bool] = True
+
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        num_samples: int = Field(1000, ge=2, description="samples generated per sampler for this metric")
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Executor(Plugin):
+    """Runs independent cells; `local` runs them one after another in this process."""
+
+    kind = "executor"
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+        raise NotImplementedError
+
+
+class NetworkDenoiser:
+    """A trained network + its target: outputs in target space, Prediction out."""
+
+    def __init__(self, module: nn.Module, target: Target, diffusion: Diffusion, autocast: bool = False) -> None:
+        self.module, self.target, self.diffusion, self.autocast = module, target, diffusion, autocast
+
+    @torch.no_grad()
+    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
+        with torch.autocast(x_t.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            output = self.module(x_t, t)
+        return self.target.to_prediction(self.diffusion, x_t, t, output.to(x_t.dtype))
+
+
+KINDS: dict[str, type[Plugin]] = {
+    cls.kind: cls for cls in (Schedule, Target, Weighting, Sampler, Model, Dataset, Metric, Executor)
+}

@@ -1,0 +1,202 @@
+"""Plugin discovery (entry points of group "ablate" and local files) and the registry.
+
+Built-ins register through the same entry-point group as third-party packages. Each
+plugin module is loaded and asked for its classes on its own, so one broken plugin is
+reported with its origin and never takes the others down (llm issue #1280).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+import pluggy
+from pydantic import BaseModel
+
+from ablate import hookspecs
+from ablate.errors import PluginError
+from ablate.interfaces import KINDS, Plugin
+
+GROUP = "ablate"
+BUILTIN_DIST = "ablate"
+LOAD_ENV = "ABLATE_LOAD_PLUGINS"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a plugin came from: 'built-in', a package and its version, or a file path."""
+
+    source: str  # "built-in" | "package" | "file"
+    label: str  # package name or file path
+    version: str = ""
+
+    def __str__(self) -> str:
+        if self.source == "built-in":
+            return "built-in"
+        if self.source == "package":
+            return f"{self.label} {self.version}".strip()
+        return self.label
+
+
+@dataclass
+class Registry:
+    """Plugin classes by kind and name, with their origins and the load problems seen."""
+
+    plugins: dict[str, dict[str, type[Plugin]]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def get(self, kind: str, name: str) -> type[Plugin]:
+        if kind not in self.plugins:
+            raise PluginError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(self.plugins)}")
+        try:
+            return self.plugins[kind][name]
+        except KeyError:
+            known = self.names(kind)
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PluginError(
+                f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}{hint}"
+            ) from None
+
+    def names(self, kind: str) -> list[str]:
+        if kind not in self.plugins:
+            raise PluginError(f"unknown plugin kind {kind!r}; known kinds: {', '.join(self.plugins)}")
+        return sorted(self.plugins[kind])
+
+    def origin(self, kind: str, name: str) -> Origin:
+        return self.origins[(kind, name)]
+
+    def create(self, kind: str, name: str, params: dict | None = None) -> Plugin:
+        """Validate params against the plugin's Params and construct it."""
+        cls = self.get(kind, name)
+        return cls(cls.Params.model_validate(params or {}))
+
+    def add(self, kind: str, cls: object, origin: Origin) -> None:
+        problem = _malformed(kind, cls)
+        if problem:
+            raise PluginError(f"{origin}: {problem}")
+        name = cls.name  # type: ignore[attr-defined]
+        if name in self.plugins[kind]:
+            raise PluginError(
+                f"two {kind} plugins are named {name!r}: one from {self.origins[(kind, name)]}, one from {origin}"
+            )
+        self.plugins[kind][name] = cls  # type: ignore[assignment]
+        self.origins[(kind, name)] = origin
+
+
+def _malformed(kind: str, cls: object) -> str | None:
+    """Why `cls` cannot be a plugin of `kind`, or None."""
+    base = KINDS[kind]
+    if not isinstance(cls, type):
+        return f"the {kind} hook returned {cls!r}, which is not a class"
+    if not issubclass(cls, base):
+        return f"{cls.__qualname__} is not a subclass of ablate.{base.__name__}"
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        return f"{cls.__qualname__} has no `name` (a non-empty class attribute string)"
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, BaseModel)):
+        return f"{cls.__qualname__} has no `Params` (a pydantic BaseModel subclass)"
+    return None
+
+
+def _module_from_file(path: Path) -> ModuleType:
+    """Import a plugin file under a name derived from its absolute path."""
+    if not path.is_file():
+        raise PluginError(f"plugin file not found: {path}")
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    name = f"ablate_local_{path.stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"cannot import plugin file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _entry_point_modules(problems: list[str]) -> list[tuple[ModuleType, Origin]]:
+    """Import every entry point of group "ablate"; $ABLATE_LOAD_PLUGINS limits third-party ones."""
+    wanted = os.environ.get(LOAD_ENV)
+    allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+    loaded = []
+    for ep in entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist is not None else "unknown"
+        builtin = dist == BUILTIN_DIST
+        if not builtin and allowed is not None and dist not in allowed and ep.name not in allowed:
+            continue
+        origin = (
+            Origin("built-in", dist)
+            if builtin
+            else Origin("package", dist, ep.dist.version if ep.dist is not None else "")
+        )
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not hide the rest
+            problems.append(f"plugin {ep.name!r} from {origin} failed to import: {type(exc).__name__}: {exc}")
+            continue
+        loaded.append((module, origin))
+    return loaded
+
+
+def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] = (), *, strict_files: bool = True) -> Registry:
+    """Discover all plugins. Broken entry points become warnings; broken local files are errors
+    (the user named them), unless strict_files is False."""
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    registry = Registry()
+    sources = _entry_point_modules(registry.problems)
+    for file in extra_plugin_files:
+        path = Path(file).expanduser().resolve()
+        origin = Origin("file", str(path))
+        try:
+            sources.append((_module_from_file(path), origin))
+        except PluginError:
+            raise
+        except Exception as exc:
+            message = f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
+            if strict_files:
+                raise PluginError(message) from None
+            registry.problems.append(message)
+    by_module: dict[int, Origin] = {}
+    for module, origin in sources:
+        if pm.is_registered(module):
+            continue
+        try:
+            pm.register(module, name=f"{origin}:{module.__name__}")
+        except Exception as exc:
+            raise PluginError(f"{origin}: {exc}") from None
+        by_module[id(module)] = origin
+    try:
+        pm.check_pending()  # a misspelled hook name fails loudly
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{by_module.get(id(exc.plugin), exc.plugin)}: {exc}") from None
+    for hook, kind in hookspecs.HOOKS.items():
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            origin = by_module[id(impl.plugin)]
+            try:
+                classes = impl.function()
+            except Exception as exc:
+                registry.problems.append(f"{origin}: hook {hook} raised {type(exc).__name__}: {exc}")
+                continue
+            if not isinstance(classes, (list, tuple)):
+                raise PluginError(f"{origin}: hook {hook} must return a list of plugin classes, got {classes!r}")
+            for cls in classes:
+                registry.add(kind, cls, origin)
+    for problem in registry.problems:
+        warnings.warn(problem, stacklevel=2)
+    return registry

@@ -1,0 +1,253 @@
+"""Metrics: FID and KID (torchmetrics), the x0 error by timestep, and the fit to a known mixture."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from ablate import AblateError, Data, EvalContext, Metric, hookimpl
+
+INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"
+Features = Literal["classifier", "inception", "raw"]
+
+
+class Classifier(nn.Module):
+    """A small classifier whose penultimate layer gives the features of the 'classifier' FID."""
+
+    num_features = 128
+
+    def __init__(self, shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        if len(shape) == 3:
+            self.body: nn.Module = nn.Sequential(
+                nn.Conv2d(shape[0], 32, 3, padding=1), nn.SiLU(),
+                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.SiLU(),
+                nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.SiLU(),
+                nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(256, self.num_features), nn.SiLU(),
+            )
+        else:
+            self.body = nn.Sequential(nn.Linear(shape[0], 64), nn.SiLU(), nn.Linear(64, self.num_features), nn.SiLU())
+        self.head = nn.Linear(self.num_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)  # features: what torchmetrics calls on every image
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+def _fingerprint(data: Data) -> str:
+    h = hashlib.sha256(f"{data.spec.name}{tuple(data.train.shape)}".encode())
+    h.update(data.train[:256].contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def trained_classifier(data: Data, cache_dir: Path, epochs: int = 30) -> tuple[Classifier, float]:
+    """Train once per dataset on its train split (cached), return it with its test accuracy."""
+    if data.train_labels is None or data.spec.num_classes is None:
+        raise AblateError(f"features = 'classifier' needs a labelled dataset; {data.spec.name!r} has no labels (use 'inception')", key="metric.features")
+    model = Classifier(data.spec.shape, data.spec.num_classes)
+    path = cache_dir / f"classifier-{data.spec.name}-{_fingerprint(data)}.pt"
+    if path.exists():
+        state = torch.load(path, weights_only=True)
+        model.load_state_dict(state["model"])
+        return model.eval(), float(state["test_acc"])
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = Classifier(data.spec.shape, data.spec.num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    x, y = data.train, data.train_labels
+    for _ in range(epochs):
+        for idx in torch.randperm(x.shape[0], generator=gen).split(128):
+            xb = x[idx] + 0.05 * torch.randn(x[idx].shape, generator=gen)  # robust to sampler noise
+            loss = F.cross_entropy(model.logits(xb), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model.logits(data.test).argmax(1) == data.test_labels).float().mean().item()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "test_acc": acc}, tmp)
+    os.replace(tmp, path)
+    return model, acc
+
+
+class Flatten(nn.Module):
+    """Raw-pixel (or raw-coordinate) features."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1).float()
+
+
+def _to_uint8_rgb(x: Tensor) -> Tensor:
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
+
+
+class _FeatureMetric(Metric):
+    """Shared setup of FID and KID: the feature extractor and the batched updates."""
+
+    class Params(Metric.Params):
+        features: Features = Field("classifier", description="'classifier' (trained on the dataset), 'inception' (InceptionV3 weights) or 'raw'")
+        inception_weights: str | None = Field(None, description=f"local InceptionV3 weights file for features='inception' (or ${INCEPTION_ENV})")
+        reference: Literal["train", "test"] = Field("train", description="real split the samples are compared with")
+
+    def _inception_kwargs(self) -> dict:
+        path = self.params.inception_weights or os.environ.get(INCEPTION_ENV)
+        if path and not Path(path).expanduser().is_file():
+            raise AblateError(f"Inception weights file not found: {path}", key="metric.inception_weights")
+        return {"feature_extractor_weights_path": str(Path(path).expanduser())} if path else {}
+
+    def _metric(self, ctx: EvalContext, n: int):
+        raise NotImplementedError
+
+    def _extractor(self, ctx: EvalContext) -> tuple[nn.Module | int, dict[str, float]]:
+        if self.params.features == "classifier":
+            model, acc = trained_classifier(ctx.data, ctx.cache_dir)
+            return model, {"classifier_test_acc": acc}
+        if self.params.features == "raw":
+            return Flatten(math.prod(ctx.data.spec.shape)), {}
+        if not ctx.data.spec.is_image:
+            raise AblateError("features = 'inception' needs image data", key="metric.features")
+        return 2048, {}
+
+    def _score(self, metric, samples: Tensor, real: Tensor, batch: int = 500) -> None:
+        prep = _to_uint8_rgb if self.params.features == "inception" else (lambda x: x.float())
+        for imgs, is_real in ((real, True), (samples, False)):
+            for chunk in imgs.cpu().split(batch):
+                metric.update(prep(chunk), real=is_real)
+
+    def _build(self, ctx: EvalContext, n: int):
+        feature, extra = self._extractor(ctx)
+        try:
+            return self._metric(feature, n, ctx), extra
+        except (OSError, RuntimeError, ValueError) as exc:
+            if feature != 2048:
+                raise
+            raise AblateError(
+                f"could not load the InceptionV3 weights ({type(exc).__name__}: {exc}). Offline, download {INCEPTION_URL} "
+                f"elsewhere and set inception_weights = 'PATH' in the [[metric]] table or ${INCEPTION_ENV}=PATH",
+                key="metric.inception_weights",
+            ) from None
+
+
+class FID(_FeatureMetric):
+    """Frechet distance between feature statistics of samples and real data (torchmetrics).
+
+    Depends on the sample count and the features: classifier/raw FIDs are not comparable with
+    published Inception FIDs."""
+
+    name = "fid"
+
+    def _metric(self, feature, n: int, ctx: EvalContext):
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        kwargs = self._inception_kwargs() if feature == 2048 else {}
+        return FrechetInceptionDistance(feature=feature, **kwargs)
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        assert samples is not None
+        metric, extra = self._build(ctx, samples.shape[0])
+        self._score(metric, samples, real)
+        return {"fid": float(metric.compute()), **extra}
+
+
+class KID(_FeatureMetric):
+    """Kernel (polynomial MMD) distance between feature sets: unbiased, so usable at small sample counts."""
+
+    name = "kid"
+
+    class Params(_FeatureMetric.Params):
+        subset_size: int = Field(500, ge=2, description="subset size of the KID estimate (capped at the sample count)")
+        subsets: int = Field(50, ge=1, description="number of subsets averaged")
+
+    def _metric(self, feature, n: int, ctx: EvalContext):
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        kwargs = self._inception_kwargs() if feature == 2048 else {}
+        size = min(self.params.subset_size, n, ctx.data.train.shape[0])
+        return KernelInceptionDistance(feature=feature, subsets=self.params.subsets, subset_size=size, **kwargs)
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        assert samples is not None
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # KID draws its subsets with the global RNG
+            metric, extra = self._build(ctx, samples.shape[0])
+            self._score(metric, samples, real)
+            mean, std = metric.compute()
+        return {"kid": float(mean), "kid_std": float(std), **extra}
+
+
+class X0ErrorByT(Metric):
+    """Mean squared error of the model's x0 estimate on held-out data at several t: where a target fails."""
+
+    name = "x0_error_by_t"
+    needs_samples = False
+
+    class Params(Metric.Params):
+        num_samples: int = Field(512, ge=2, description="held-out points used at each t")
+        timesteps: list[int] | None = Field(None, description="timestep indices (default: 12 spread over 0..T-1)")
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        T = ctx.diffusion.T
+        ts = self.params.timesteps or sorted({round(T ** (i / 11)) - 1 for i in range(12)} | {T // 2, T - 1})
+        x0 = ctx.data.test[: self.params.num_samples].to(ctx.device)
+        out = {}
+        for t in ts:
+            if not 0 <= t < T:
+                raise AblateError(f"timestep {t} is outside 0..{T - 1}", key="metric.timesteps")
+            tt = torch.full((x0.shape[0],), t, dtype=torch.long, device=x0.device)
+            eps = torch.randn(x0.shape, generator=ctx.generator, device=ctx.generator.device).to(x0.device)
+            pred = ctx.denoiser(ctx.diffusion.q_sample(x0, tt, eps), tt)
+            out[f"t={t}"] = float((pred.x0.float() - x0).pow(2).mean())
+        return out
+
+
+class GMMFit(Metric):
+    """How well 2-D samples reproduce the true mixture: modes covered, mode-weight error, spread."""
+
+    name = "gmm_fit"
+
+    class Params(Metric.Params):
+        num_samples: int = Field(4000, ge=2, description="samples generated per sampler")
+        min_share: float = Field(0.25, gt=0, description="a mode is covered when it gets this share of its true weight")
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        mix = ctx.data.spec.mixture
+        if mix is None or samples is None:
+            raise AblateError(f"gmm_fit needs a dataset with a known mixture (gmm2d), not {ctx.data.spec.name!r}", key="metric.name")
+        x = samples.double().cpu()[:, None, :]
+        z2 = ((x - mix.means[None]) / mix.stds[None]).pow(2).sum(-1)  # [N, K] squared Mahalanobis
+        log_comp = -0.5 * z2 - mix.stds.log().sum(-1)[None] - math.log(2 * math.pi) + mix.weights.log()[None]
+        k = log_comp.argmax(1)
+        on_mode = z2.gather(1, k[:, None]).squeeze(1) < 13.8155  # chi2(2) 0.999 quantile
+        share = torch.bincount(k, minlength=len(mix.weights)).double() / x.shape[0]
+        stds = [x[k == j, 0].std(0).mean().item() / mix.stds[j].mean().item() for j in range(len(mix.weights)) if (k == j).sum() > 2]
+        return {
+            "modes_covered": float((share >= self.params.min_share * mix.weights).double().mean()),
+            "max_weight_error": float((share - mix.weights).abs().max()),
+            "off_mode_fraction": float(1 - on_mode.double().mean()),
+            "nll": float(-torch.logsumexp(log_comp, 1).mean()),
+            "std_ratio": float(sum(stds) / len(stds)) if stds else float("nan"),
+        }
+
+
+@hookimpl
+def ablate_metrics() -> list[type]:
+    return [FID, KID, X0ErrorByT, GMMFit]

@@ -1,0 +1,87 @@
+"""Samplers: one short function per algorithm, the same signature for all (k-diffusion style).
+
+Each starts from x = x_{t_start} and calls the denoiser for Prediction(x0, eps); none
+knows which target the network was trained on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from ablate import Denoiser, Diffusion, Sampler, hookimpl
+
+Variance = Literal["posterior", "beta"]
+
+
+def _timestep(x: Tensor, t: int) -> Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
+def _noise(x: Tensor, generator: torch.Generator) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
+
+
+def ancestral_steps(
+    denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, t_stop: int,
+    generator: torch.Generator, variance: Variance = "posterior", clip_x0: bool = False,
+) -> Tensor:
+    """Draw x_{t-1} ~ N(posterior_mean(x0_hat, x_t), sigma_t^2) for t = t_start .. t_stop + 1.
+
+    Returns x_{t_stop}; with t_stop = -1 the last step (t = 0) returns its mean, x0_hat.
+    """
+    var = diffusion.posterior_variance if variance == "posterior" else diffusion.betas
+    for t in range(t_start, t_stop, -1):
+        x0 = denoiser(x, _timestep(x, t)).x0
+        if clip_x0:
+            x0 = x0.clamp(-1, 1)
+        mean = float(diffusion.posterior_mean_coef_x0[t]) * x0 + float(diffusion.posterior_mean_coef_xt[t]) * x
+        x = mean + float(var[t]) ** 0.5 * _noise(x, generator) if t > 0 else mean
+    return x
+
+
+class Ancestral(Sampler):
+    """DDPM ancestral sampling: T steps of the reverse Gaussian (the notes' sampling loop)."""
+
+    name = "ancestral"
+
+    class Params(Sampler.Params):
+        variance: Variance = Field("posterior", description="sigma_t^2: posterior variance beta~_t, or beta_t")
+        clip_x0: bool = Field(False, description="clip x0_hat to [-1, 1] at each step (images only)")
+
+    def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
+        return ancestral_steps(denoiser, diffusion, x, t_start, -1, generator, self.params.variance, self.params.clip_x0)
+
+    def nfe(self, diffusion: Diffusion, t_start: int) -> int:
+        return t_start + 1
+
+
+class OneStep(Sampler):
+    """Ancestral steps down to t = jump_at, then jump x_t -> x0_hat in one evaluation.
+
+    jump_at = T-1 from pure noise is one network evaluation; jump_at = 0 is plain ancestral.
+    """
+
+    name = "one_step"
+
+    class Params(Sampler.Params):
+        jump_at: int = Field(999, ge=0, description="timestep index at which to jump straight to x0_hat")
+        variance: Variance = Field("posterior", description="sigma_t^2 of the ancestral steps before the jump")
+        clip_x0: bool = Field(False, description="clip x0_hat to [-1, 1]")
+
+    def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
+        jump = min(self.params.jump_at, t_start)
+        x = ancestral_steps(denoiser, diffusion, x, t_start, jump, generator, self.params.variance, self.params.clip_x0)
+        x0 = denoiser(x, _timestep(x, jump)).x0
+        return x0.clamp(-1, 1) if self.params.clip_x0 else x0
+
+    def nfe(self, diffusion: Diffusion, t_start: int) -> int:
+        return t_start - min(self.params.jump_at, t_start) + 1
+
+
+@hookimpl
+def ablate_samplers() -> list[type]:
+    return [Ancestral, OneStep]
