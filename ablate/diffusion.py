@@ -28,22 +28,34 @@ class Diffusion:
         self.posterior_mean_coef_x0 = self.alpha_bars_prev.sqrt() * betas / (1.0 - self.alpha_bars)
         self.posterior_mean_coef_xt = self.alphas.sqrt() * (1.0 - self.alpha_bars_prev) / (1.0 - self.alpha_bars)
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)
+        self.sqrt_alpha_bars = self.alpha_bars.sqrt()
+        self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
+        self._moved: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
 
     def at(self, table: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """table[t] as a [B, 1, ...] tensor that broadcasts against `like`."""
-        values = table.to(like.device)[t.to(like.device)].to(like.dtype)
+        if table.device == like.device and table.dtype == like.dtype:
+            moved = table
+        elif any(table is own for own in vars(self).values()):  # one copy per device and dtype, not per call
+            key = (id(table), like.device, like.dtype)
+            if key not in self._moved:
+                self._moved[key] = table.to(device=like.device, dtype=like.dtype)
+            moved = self._moved[key]
+        else:
+            moved = table.to(device=like.device, dtype=like.dtype)
+        values = moved[t.to(like.device)]
         return values.reshape(-1, *([1] * (like.dim() - 1)))
 
     def q_sample(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
-        return self.at(self.alpha_bars.sqrt(), t, x0) * x0 + self.at((1 - self.alpha_bars).sqrt(), t, x0) * eps
+        return self.at(self.sqrt_alpha_bars, t, x0) * x0 + self.at(self.sqrt_one_minus_alpha_bars, t, x0) * eps
 
     def posterior_mean(self, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """Mean of q(x_{t-1} | x_t, x0)."""
         return self.at(self.posterior_mean_coef_x0, t, x_t) * x0 + self.at(self.posterior_mean_coef_xt, t, x_t) * x_t
 
     def x0_from_eps(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        return (x_t - self.at((1 - self.alpha_bars).sqrt(), t, x_t) * eps) / self.at(self.alpha_bars.sqrt(), t, x_t)
+        return (x_t - self.at(self.sqrt_one_minus_alpha_bars, t, x_t) * eps) / self.at(self.sqrt_alpha_bars, t, x_t)
 
     def eps_from_x0(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        return (x_t - self.at(self.alpha_bars.sqrt(), t, x_t) * x0) / self.at((1 - self.alpha_bars).sqrt(), t, x_t)
+        return (x_t - self.at(self.sqrt_alpha_bars, t, x_t) * x0) / self.at(self.sqrt_one_minus_alpha_bars, t, x_t)

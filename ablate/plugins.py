@@ -165,10 +165,8 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
         origin = Origin("file", str(path))
         try:
             sources.append((_module_from_file(path), origin))
-        except PluginError:
-            raise
         except Exception as exc:
-            message = f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
+            message = str(exc) if isinstance(exc, PluginError) else f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
             if strict_files:
                 raise PluginError(message) from None
             registry.problems.append(message)
@@ -191,7 +189,10 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
             try:
                 classes = impl.function()
             except Exception as exc:
-                registry.problems.append(f"{origin}: hook {hook} raised {type(exc).__name__}: {exc}")
+                message = f"{origin}: hook {hook} raised {type(exc).__name__}: {exc}"
+                if strict_files and origin.source == "file":
+                    raise PluginError(message) from None
+                registry.problems.append(message)
                 continue
             if not isinstance(classes, (list, tuple)):
                 raise PluginError(f"{origin}: hook {hook} must return a list of plugin classes, got {classes!r}")

@@ -83,7 +83,7 @@ class UNetModule(nn.Module):
         self.norm_out, self.conv_out = nn.GroupNorm(_groups(cur), cur), nn.Conv2d(cur, in_ch, 3, padding=1)
 
     @staticmethod
-    def _apply(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+    def _run(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
         for layer in layers:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
@@ -92,12 +92,12 @@ class UNetModule(nn.Module):
         emb = self.temb(timestep_embedding(t, self.ch))
         hs = [self.conv_in(x)]
         for layers in self.down:
-            hs.append(self._apply(layers, hs[-1], emb))
-        h = self._apply(self.mid, hs[-1], emb)
+            hs.append(self._run(layers, hs[-1], emb))
+        h = self._run(self.mid, hs[-1], emb)
         for layers in self.up:
             if isinstance(layers[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
-            h = self._apply(layers, h, emb)
+            h = self._run(layers, h, emb)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 

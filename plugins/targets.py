@@ -43,11 +43,11 @@ class V(Target):
     name = "v"
 
     def training_target(self, diffusion: Diffusion, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
-        a, s = diffusion.at(diffusion.alpha_bars.sqrt(), t, x0), diffusion.at((1 - diffusion.alpha_bars).sqrt(), t, x0)
+        a, s = diffusion.at(diffusion.sqrt_alpha_bars, t, x0), diffusion.at(diffusion.sqrt_one_minus_alpha_bars, t, x0)
         return a * eps - s * x0
 
     def to_prediction(self, diffusion: Diffusion, x_t: Tensor, t: Tensor, output: Tensor) -> Prediction:
-        a, s = diffusion.at(diffusion.alpha_bars.sqrt(), t, x_t), diffusion.at((1 - diffusion.alpha_bars).sqrt(), t, x_t)
+        a, s = diffusion.at(diffusion.sqrt_alpha_bars, t, x_t), diffusion.at(diffusion.sqrt_one_minus_alpha_bars, t, x_t)
         return Prediction(x0=a * x_t - s * output, eps=s * x_t + a * output)
 
     def x0_error_scale(self, diffusion: Diffusion, t: Tensor) -> Tensor:

@@ -1,0 +1,179 @@
+"""`ablate run`: validate the whole study, then train and evaluate every cell, skipping finished work."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ablate.errors import AblateError, TrainingDiverged
+from ablate.evaluate import NO_SAMPLER, evaluate_cell
+from ablate.interfaces import Data
+from ablate.store import Store
+from ablate.study import Cell, Study, load_study
+from ablate.train import Parts, pick_device, train_cell
+
+
+@contextmanager
+def runs_lock(runs_dir: Path):
+    """One study at a time per runs dir: a second `ablate run` fails fast instead of racing."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AblateError(f"another `ablate run` is using {runs_dir}; wait for it or pass --runs-dir") from None
+        yield
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": str(device), "torch": torch.__version__, "python": platform.python_version()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def plugin_provenance(study: Study) -> dict[str, str]:
+    """'kind/name' -> origin (built-in, package + version, or file): a report says exactly what ran."""
+    used: set[tuple[str, str]] = set()
+    for cell in study.cells:
+        for section, kind in (("data", "dataset"), ("model", "model"), ("schedule", "schedule"),
+                              ("target", "target"), ("weighting", "weighting")):
+            used.add((kind, cell.config[section]["name"]))
+    used |= {("sampler", s["name"]) for s in study.samplers} | {("metric", m["name"]) for m in study.metrics}
+    used.add(("executor", study.executor["name"]))
+    out = {}
+    for kind, name in sorted(used):
+        origin = study.registry.origin(kind, name)
+        out[f"{kind}/{name}"] = str(origin) if origin.source != "built-in" else f"built-in (ablate {_version()})"
+    return out
+
+
+def _version() -> str:
+    try:
+        return version("ablate")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str, ...] | list[str] = (),
+              executor: str | None = None, runs_dir: str | Path = "runs", progress: bool = True,
+              extra_plugins: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame."""
+    study = load_study(path, profile, overrides, extra_plugins)
+    if executor is not None:
+        study.executor = {"name": executor}
+    executor_plugin = study.registry.create("executor", study.executor["name"],
+                                            {k: v for k, v in study.executor.items() if k != "name"})
+    runs_dir = Path(runs_dir)
+    say = print if progress else (lambda *a, **k: None)
+    with runs_lock(runs_dir):
+        store = Store(runs_dir / "ablate.db")
+        try:
+            device = pick_device(study.cells[0].config["train"]["device"])
+            run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
+                                     plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor})
+            for cell in study.cells:
+                store.add_cell(study.name, profile, cell.key, cell.config, cell.arm, cell.seed)
+            say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +
+                f": {len(study.cells)} cells x {len(study.samplers)} samplers x {len(study.metrics)} metrics, device {device}")
+            datasets: dict[str, Data] = {}
+            total = len(study.cells)
+
+            def work(item: tuple[int, Cell]) -> str:
+                i, cell = item
+                return _run_cell(study, cell, store, runs_dir, datasets, progress, f"[{i}/{total}]")
+
+            started = time.time()
+            for line in executor_plugin.map(work, enumerate(study.cells, 1)):
+                say(line)
+            store.finish_run(run_id)
+            frame = store.results(study.name, profile)
+            failed = store.frame("SELECT sc.arm, sc.seed, c.reason FROM study_cells sc JOIN cells c ON c.key = sc.cell "
+                                 "WHERE sc.study=? AND sc.profile=? AND c.status='failed'", (study.name, profile or ""))
+        finally:
+            store.close()
+    if progress:
+        print_table(frame)
+        for row in failed.itertuples():
+            print(f"FAILED {row.arm} seed {row.seed}: {row.reason}")
+        print(f"done in {time.time() - started:.1f}s; results in {runs_dir / 'ablate.db'}")
+    return frame
+
+
+def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data],
+              progress: bool, prefix: str) -> str:
+    name = f"{prefix} {cell.arm} seed {cell.seed} ({cell.key})"
+    state = store.cell(cell.key) or {}
+    if state.get("status") == "failed":
+        return f"{name}: failed earlier ({state.get('reason')}); not retried"
+    if state.get("status") == "done" and _all_evaluated(study, cell, store):
+        return f"{name}: already done"
+    run_dir = runs_dir / cell.key
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cell.config, indent=2, sort_keys=True))
+    data_key = json.dumps(cell.config["data"], sort_keys=True)
+    if data_key not in datasets:
+        spec = cell.config["data"]
+        datasets[data_key] = study.registry.create("dataset", spec["name"], {k: v for k, v in spec.items() if k != "name"}).load()
+    data = datasets[data_key]
+    parts = Parts.from_config(study.registry, cell.config)
+    t0 = time.time()
+    if progress:
+        print(f"{name}: training", file=sys.stderr)
+    try:
+        module = train_cell(cell.key, cell.config, parts, data, run_dir, store, progress)
+    except TrainingDiverged as exc:
+        store.update_cell(cell.key, status="failed", reason=str(exc))
+        return f"{name}: FAILED ({exc})"
+    store.update_cell(cell.key, status="trained", num_params=sum(p.numel() for p in module.parameters()))
+    train_s = time.time() - t0
+    results = evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
+                            runs_dir / "cache", progress)
+    store.update_cell(cell.key, status="done")
+    last = store.frame("SELECT loss FROM losses WHERE cell=? ORDER BY step DESC LIMIT 1", (cell.key,))
+    loss = f", final loss {last.loss[0]:.4f}" if len(last) else ""
+    return f"{name}: trained in {train_s:.1f}s{loss}; " + ("; ".join(results) or "nothing new to evaluate")
+
+
+def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
+    from ablate.evaluate import label
+
+    for m in study.metrics:
+        cls = study.registry.get("metric", m["name"])
+        m_label = label(study.registry, "metric", m)
+        samplers = [label(study.registry, "sampler", s) for s in study.samplers] if cls.needs_samples else [NO_SAMPLER]
+        if not all(store.eval_done(cell.key, s, m_label) for s in samplers):
+            return False
+    return True
+
+
+def print_table(frame: pd.DataFrame) -> None:
+    """Mean ± std over seeds per arm x sampler x metric key (the report adds CIs and tests)."""
+    if frame.empty:
+        print("no results")
+        return
+    main = frame[~frame.key.str.startswith("t=") & ~frame.key.isin(["classifier_test_acc", "kid_std"])]
+    table = main.groupby(["arm", "sampler", "key"]).value.agg(["mean", "std", "count"]).reset_index()
+    table["value"] = [f"{m:.4g} ± {s:.2g} (n={c})" if c > 1 else f"{m:.4g}" for m, s, c in
+                      zip(table["mean"], table["std"].fillna(0), table["count"], strict=True)]
+    print(table.pivot_table(index=["arm", "sampler"], columns="key", values="value", aggfunc="first").to_string())

@@ -1,0 +1,122 @@
+"""The results store: one SQLite file (WAL) that survives interruption.
+
+Rows are keyed so that re-running finished work replaces nothing and duplicates nothing:
+cells by the hash of their resolved config, losses by (cell, step), metric rows by
+(cell, sampler, metric, key). A metric's rows and its `done` mark go in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, study TEXT NOT NULL, profile TEXT, study_file TEXT,
+    started REAL NOT NULL, finished REAL, hardware TEXT, plugins TEXT, settings TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
+    reason TEXT, step INTEGER NOT NULL DEFAULT 0, train_seconds REAL NOT NULL DEFAULT 0,
+    num_params INTEGER, updated REAL
+);
+CREATE TABLE IF NOT EXISTS study_cells (
+    study TEXT NOT NULL, profile TEXT NOT NULL, cell TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL,
+    PRIMARY KEY (study, profile, cell)
+);
+CREATE TABLE IF NOT EXISTS losses (cell TEXT NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, PRIMARY KEY (cell, step));
+CREATE TABLE IF NOT EXISTS evals (
+    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, seconds REAL, finished REAL,
+    PRIMARY KEY (cell, sampler, metric)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, value REAL,
+    num_samples INTEGER, nfe INTEGER, seconds REAL,
+    PRIMARY KEY (cell, sampler, metric, key)
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+        version = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if version is None:
+            self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(version[0]) != SCHEMA_VERSION:
+            from ablate.errors import AblateError
+
+            raise AblateError(f"results store has schema version {version[0]}, this ablate writes {SCHEMA_VERSION}; "
+                              "use another --runs-dir", file=str(self.path))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # runs
+    def start_run(self, study: str, profile: str | None, study_file: str, hardware: dict, plugins: dict, settings: dict) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (study, profile, study_file, started, hardware, plugins, settings) VALUES (?,?,?,?,?,?,?)",
+            (study, profile or "", study_file, time.time(), json.dumps(hardware), json.dumps(plugins), json.dumps(settings)),
+        )
+        return int(cur.lastrowid)
+
+    def finish_run(self, run_id: int) -> None:
+        self.db.execute("UPDATE runs SET finished=? WHERE id=?", (time.time(), run_id))
+
+    # cells
+    def add_cell(self, study: str, profile: str | None, key: str, config: dict, arm: str, seed: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO cells (key, config, updated) VALUES (?,?,?)", (key, json.dumps(config, sort_keys=True), time.time()))
+        self.db.execute("INSERT OR REPLACE INTO study_cells VALUES (?,?,?,?,?)", (study, profile or "", key, arm, seed))
+
+    def cell(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT status, reason, step, train_seconds FROM cells WHERE key=?", (key,)).fetchone()
+        return None if row is None else dict(zip(("status", "reason", "step", "train_seconds"), row, strict=True))
+
+    def update_cell(self, key: str, **fields: Any) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(f"UPDATE cells SET {cols}, updated=? WHERE key=?", (*fields.values(), time.time(), key))
+
+    def add_losses(self, key: str, rows: list[tuple[int, float]]) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO losses VALUES (?,?,?)", [(key, s, v) for s, v in rows])
+
+    # evaluation
+    def eval_done(self, key: str, sampler: str, metric: str) -> bool:
+        return self.db.execute("SELECT 1 FROM evals WHERE cell=? AND sampler=? AND metric=?", (key, sampler, metric)).fetchone() is not None
+
+    def add_metric(self, key: str, sampler: str, metric: str, values: dict[str, float], num_samples: int, nfe: int | None, seconds: float) -> None:
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)",
+                [(key, sampler, metric, k, v, num_samples, nfe, seconds) for k, v in values.items()],
+            )
+            self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?)", (key, sampler, metric, seconds, time.time()))
+
+    # reading
+    def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        return pd.read_sql_query(sql, self.db, params=params)
+
+    def results(self, study: str, profile: str | None = None) -> pd.DataFrame:
+        """Metric rows of a study, with each cell's arm, seed and status."""
+        sql = ("SELECT sc.study, sc.profile, sc.arm, sc.seed, m.cell, m.sampler, m.metric, m.key, m.value, m.num_samples, "
+               "m.nfe, m.seconds FROM study_cells sc JOIN metrics m ON m.cell = sc.cell WHERE sc.study=?")
+        params: tuple = (study,)
+        if profile is not None:
+            sql += " AND sc.profile=?"
+            params += (profile,)
+        return self.frame(sql + " ORDER BY sc.arm, sc.seed, m.sampler, m.metric, m.key", params)
