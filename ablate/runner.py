@@ -93,7 +93,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
                                      plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor})
             for cell in study.cells:
-                store.add_cell(study.name, profile, cell.key, cell.config, cell.arm, cell.seed)
+                store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed)
             say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +
                 f": {len(study.cells)} cells x {len(study.samplers)} samplers x {len(study.metrics)} metrics, device {device}")
             datasets: dict[str, Data] = {}
@@ -107,9 +107,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             for line in executor_plugin.map(work, enumerate(study.cells, 1)):
                 say(line)
             store.finish_run(run_id)
-            frame = store.results(study.name, profile)
-            failed = store.frame("SELECT sc.arm, sc.seed, c.reason FROM study_cells sc JOIN cells c ON c.key = sc.cell "
-                                 "WHERE sc.study=? AND sc.profile=? AND c.status='failed'", (study.name, profile or ""))
+            frame = store.results(study.name, run_id=run_id)
+            failed = store.frame("SELECT rc.arm, rc.seed, c.reason FROM run_cells rc JOIN cells c ON c.key = rc.cell "
+                                 "WHERE rc.run=? AND c.status='failed'", (run_id,))
         finally:
             store.close()
     if progress:

@@ -28,9 +28,8 @@ CREATE TABLE IF NOT EXISTS cells (
     reason TEXT, step INTEGER NOT NULL DEFAULT 0, train_seconds REAL NOT NULL DEFAULT 0,
     num_params INTEGER, updated REAL
 );
-CREATE TABLE IF NOT EXISTS study_cells (
-    study TEXT NOT NULL, profile TEXT NOT NULL, cell TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL,
-    PRIMARY KEY (study, profile, cell)
+CREATE TABLE IF NOT EXISTS run_cells (
+    run INTEGER NOT NULL, cell TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL, PRIMARY KEY (run, cell)
 );
 CREATE TABLE IF NOT EXISTS losses (cell TEXT NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, PRIMARY KEY (cell, step));
 CREATE TABLE IF NOT EXISTS evals (
@@ -77,9 +76,9 @@ class Store:
         self.db.execute("UPDATE runs SET finished=? WHERE id=?", (time.time(), run_id))
 
     # cells
-    def add_cell(self, study: str, profile: str | None, key: str, config: dict, arm: str, seed: int) -> None:
+    def add_cell(self, run_id: int, key: str, config: dict, arm: str, seed: int) -> None:
         self.db.execute("INSERT OR IGNORE INTO cells (key, config, updated) VALUES (?,?,?)", (key, json.dumps(config, sort_keys=True), time.time()))
-        self.db.execute("INSERT OR REPLACE INTO study_cells VALUES (?,?,?,?,?)", (study, profile or "", key, arm, seed))
+        self.db.execute("INSERT OR REPLACE INTO run_cells VALUES (?,?,?,?)", (run_id, key, arm, seed))
 
     def cell(self, key: str) -> dict[str, Any] | None:
         row = self.db.execute("SELECT status, reason, step, train_seconds FROM cells WHERE key=?", (key,)).fetchone()
@@ -111,12 +110,18 @@ class Store:
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self.db, params=params)
 
-    def results(self, study: str, profile: str | None = None) -> pd.DataFrame:
-        """Metric rows of a study, with each cell's arm, seed and status."""
-        sql = ("SELECT sc.study, sc.profile, sc.arm, sc.seed, m.cell, m.sampler, m.metric, m.key, m.value, m.num_samples, "
-               "m.nfe, m.seconds FROM study_cells sc JOIN metrics m ON m.cell = sc.cell WHERE sc.study=?")
-        params: tuple = (study,)
+    def latest_run(self, study: str, profile: str | None = None) -> int | None:
+        """The newest run of a study (and profile): its cells are the study's current configuration."""
+        sql, params = "SELECT id FROM runs WHERE study=?", (study,)
         if profile is not None:
-            sql += " AND sc.profile=?"
-            params += (profile,)
-        return self.frame(sql + " ORDER BY sc.arm, sc.seed, m.sampler, m.metric, m.key", params)
+            sql, params = sql + " AND profile=?", (study, profile)
+        row = self.db.execute(sql + " ORDER BY (finished IS NOT NULL) DESC, id DESC LIMIT 1", params).fetchone()
+        return None if row is None else int(row[0])
+
+    def results(self, study: str, profile: str | None = None, run_id: int | None = None) -> pd.DataFrame:
+        """Metric rows of the cells of a study's run (default: its latest), with each cell's arm and seed."""
+        run_id = run_id if run_id is not None else self.latest_run(study, profile)
+        return self.frame(
+            "SELECT r.study, r.profile, rc.arm, rc.seed, m.cell, m.sampler, m.metric, m.key, m.value, m.num_samples, "
+            "m.nfe, m.seconds FROM run_cells rc JOIN runs r ON r.id = rc.run JOIN metrics m ON m.cell = rc.cell "
+            "WHERE rc.run=? ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key", (run_id if run_id is not None else -1,))

@@ -127,20 +127,22 @@ class UNet(Model):
 
 
 class MLPModule(nn.Module):
-    def __init__(self, dim: int, hidden: int, depth: int) -> None:
+    def __init__(self, shape: tuple[int, ...], hidden: int, depth: int) -> None:
         super().__init__()
-        self.temb_dim = hidden
+        self.shape, self.temb_dim = shape, hidden
+        dim = math.prod(shape)
         layers: list[nn.Module] = [nn.Linear(dim + hidden, hidden), nn.SiLU()]
         for _ in range(depth - 1):
             layers += [nn.Linear(hidden, hidden), nn.SiLU()]
         self.net = nn.Sequential(*layers, nn.Linear(hidden, dim))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        return self.net(torch.cat([x, timestep_embedding(t, self.temb_dim)], dim=1))
+        out = self.net(torch.cat([x.flatten(1), timestep_embedding(t, self.temb_dim)], dim=1))
+        return out.reshape(x.shape)
 
 
 class MLP(Model):
-    """A time-conditioned MLP for flat (e.g. 2-D) data."""
+    """A time-conditioned MLP: for 2-D points, or small images flattened (a fast CPU baseline)."""
 
     name = "mlp"
 
@@ -149,9 +151,7 @@ class MLP(Model):
         depth: int = Field(3, ge=1, description="number of hidden layers")
 
     def build(self, spec: DataSpec) -> nn.Module:
-        if len(spec.shape) != 1:
-            raise AblateError(f"mlp needs flat data [D]; dataset {spec.name!r} has shape {spec.shape} (use unet)", key="model.name")
-        return MLPModule(spec.shape[0], self.params.hidden, self.params.depth)
+        return MLPModule(spec.shape, self.params.hidden, self.params.depth)
 
 
 class GMMDenoiser:
