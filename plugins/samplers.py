@@ -82,6 +82,50 @@ class OneStep(Sampler):
         return t_start - min(self.params.jump_at, t_start) + 1
 
 
+def ddim_timesteps(t_start: int, steps: int) -> list[int]:
+    """min(steps, t_start + 1) distinct timesteps evenly spaced from t_start down to 0, then -1 (the clean data)."""
+    n = min(steps, t_start + 1)
+    return [t_start if n == 1 else round(t_start * (n - 1 - i) / (n - 1)) for i in range(n)] + [-1]
+
+
+def ddim_steps(
+    denoiser: Denoiser, diffusion: Diffusion, x: Tensor, timesteps: list[int], generator: torch.Generator, eta: float = 0.0,
+) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12) from x_{timesteps[0]} through each following timestep; returns the last x.
+
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z, with
+    sigma = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev). Timestep -1 has abar = 1,
+    so the step to it returns x0_hat. eta = 1 between consecutive timesteps is DDPM's posterior step.
+    """
+    abar = [*diffusion.alpha_bars.tolist(), 1.0]  # abar[-1] = 1: "timestep -1" is the clean data
+    for t, prev in zip(timesteps[:-1], timesteps[1:], strict=True):
+        pred = denoiser(x, _timestep(x, t))
+        if prev < 0:
+            return pred.x0
+        sigma = eta * ((1 - abar[prev]) / (1 - abar[t]) * (1 - abar[t] / abar[prev])) ** 0.5
+        x = abar[prev] ** 0.5 * pred.x0 + max(1 - abar[prev] - sigma**2, 0.0) ** 0.5 * pred.eps
+        if sigma > 0:
+            x = x + sigma * _noise(x, generator)
+    return x
+
+
+class DDIM(Sampler):
+    """DDIM (Song et al. 2021): `steps` evaluations on evenly spaced timesteps; eta = 0 is deterministic."""
+
+    name = "ddim"
+
+    class Params(Sampler.Params):
+        steps: int = Field(50, ge=1, description="network evaluations, at timesteps evenly spaced from t_start down to 0")
+        eta: float = Field(0.0, ge=0, le=1, description="noise: 0 deterministic DDIM, 1 DDPM's posterior variance (ancestral when steps = T)")
+
+    def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
+        timesteps = ddim_timesteps(t_start, self.params.steps)
+        return ddim_steps(denoiser, diffusion, x, timesteps, generator, self.params.eta)
+
+    def nfe(self, diffusion: Diffusion, t_start: int) -> int:
+        return min(self.params.steps, t_start + 1)
+
+
 @hookimpl
 def ablate_samplers() -> list[type]:
-    return [Ancestral, OneStep]
+    return [Ancestral, OneStep, DDIM]
