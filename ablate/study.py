@@ -215,8 +215,14 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
         if not isinstance(profiles, dict) or profile not in profiles:
             known = ", ".join(profiles) if isinstance(profiles, dict) and profiles else "none"
             raise StudyError(f"no profile {profile!r}; profiles in this file: {known}", file=file, key=f"profiles.{profile}")
+        if not isinstance(profiles[profile], dict):
+            raise StudyError(f"expected a table of dotted keys, got {profiles[profile]!r}", file=file, key=f"profiles.{profile}")
         _apply(raw, _flatten(profiles[profile]), file, f"profile {profile!r}")
-    _apply(raw, dict(parse_override(o) for o in overrides), file, "--set")
+    try:
+        parsed = dict(parse_override(o) for o in overrides)
+    except StudyError as exc:
+        raise StudyError(str(exc), file=file) from None
+    _apply(raw, parsed, file, "--set")
     try:
         model = StudyModel.model_validate(raw)
     except ValidationError as exc:

@@ -120,12 +120,21 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
             bar.set_postfix(loss=f"{value:.4f}")
         bar.update(1)
         if step % tc["checkpoint_every"] == 0 or step == tc["steps"]:
+            # losses first: a kill between the two writes then only means recomputing (and replacing,
+            # with equal values) the losses after the previous checkpoint, never losing them
+            store.add_losses(key, losses)
+            _copy_buffers(ema, module)  # a resumed or rerun cell then evaluates the same EMA model
             save_atomic({"model": module.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                          "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, ckpt_path)
-            store.add_losses(key, losses)
             store.update_cell(key, step=step, train_seconds=seconds_before + time.time() - started)
             losses = []
     bar.close()
+    _copy_buffers(ema, module)
+    return ema.eval()
+
+
+@torch.no_grad()
+def _copy_buffers(ema: nn.Module, module: nn.Module) -> None:
+    """Buffers (e.g. BatchNorm statistics) are not averaged: the EMA model uses the live ones."""
     for b_ema, b_live in zip(ema.buffers(), module.buffers(), strict=True):
         b_ema.copy_(b_live)
-    return ema.eval()

@@ -1,0 +1,87 @@
+"""Report statistics against hand-computed values, and `ablate report` regenerating the same tables."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from ablate.cli import main
+from ablate.stats import holm, mean_ci, welch
+from ablate.store import Store
+
+
+def test_mean_ci_matches_hand_computation():
+    s = mean_ci([1.0, 2.0, 3.0])
+    # mean 2, sample sd 1, t_{2, 0.975} = 4.302652729911275 (tables), half width 4.3027 / sqrt(3)
+    assert s.n == 3 and s.mean == pytest.approx(2.0) and s.std == pytest.approx(1.0)
+    assert s.half_width == pytest.approx(4.302652729911275 / math.sqrt(3), rel=1e-9)
+    one = mean_ci([5.0])
+    assert one.mean == 5.0 and math.isnan(one.half_width)
+
+
+def test_welch_matches_hand_computation():
+    from scipy.stats import t as t_dist
+
+    a, b = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0, 7.0]
+    va, vb = 1.0, 5 / 3  # sample variances by hand
+    se2 = va / 3 + vb / 4  # 0.75
+    t = (2.0 - 5.5) / math.sqrt(se2)
+    df = se2**2 / ((va / 3) ** 2 / 2 + (vb / 4) ** 2 / 3)  # Welch-Satterthwaite: 4.959...
+    stat, p = welch(a, b)
+    assert stat == pytest.approx(t) and stat == pytest.approx(-4.041451884327381)
+    assert p == pytest.approx(2 * t_dist.sf(abs(t), df), rel=1e-9)
+    assert math.isnan(welch([1.0], b)[1])
+
+
+def test_holm_matches_hand_computation():
+    # sorted 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    adjusted = holm([0.5, float("nan")])
+    assert adjusted[0] == pytest.approx(0.5) and math.isnan(adjusted[1])
+
+
+FIDS = {"epsilon": [10.0, 11.0, 12.0], "x0": [20.0, 22.0, 24.0]}
+
+
+def _fake_store(db) -> None:
+    store = Store(db)
+    run = store.start_run("demo", "quick", "/nonexistent/demo.toml", {"cpu": "test cpu", "device": "cpu"},
+                          {"sampler/ancestral": "built-in"}, {})
+    for arm, values in FIDS.items():
+        for seed, value in enumerate(values):
+            key = f"{arm}{seed}"
+            store.add_cell(run, key, {"target": {"name": arm}, "seed": seed}, arm, seed)
+            store.update_cell(key, status="done", train_seconds=1.0, num_params=10)
+            store.add_losses(key, [(10, 1.0), (20, 0.5)])
+            store.add_metric(key, "ancestral", "fid", {"fid": value}, 100, 1000, 2.0)
+            store.add_metric(key, "-", "x0_error_by_t", {"t=0": 0.01, "t=999": 1.0}, 50, None, 0.1)
+    store.finish_run(run)
+    store.close()
+
+
+def test_report_tables_from_store_and_regeneration(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_store(runs / "ablate.db")
+    out = tmp_path / "reports"
+    assert main(["report", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    text = (out / "demo" / "README.md").read_text()
+    # epsilon: mean 11, sd 1 -> ± 4.3027/sqrt(3) = 2.48; x0: mean 22, sd 2 -> ± 4.97
+    assert "| epsilon | ancestral | 1000 | 100 | 11 ± 2.48 (n=3) |" in text
+    assert "| x0 | ancestral | 1000 | 100 | 22 ± 4.97 (n=3) |" in text
+    assert "**epsilon** is best: 11 (95% CI 8.52 to 13.5, n=3)" in text
+    a, b = FIDS["epsilon"], FIDS["x0"]
+    _, p = welch(a, b)
+    verdict = "significant" if p < 0.05 else "not significant"
+    assert f"x0 is worse by 11, 100% ({verdict}" in text
+    for png in ("fid_vs_nfe.png", "x0_error_by_t.png", "loss_curves.png"):
+        assert (out / "demo" / png).stat().st_size > 1000
+    assert "[demo](demo/README.md)" in (out / "README.md").read_text()
+    assert main(["report", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert (out / "demo" / "README.md").read_text() == text  # same store, same report
+
+
+def test_report_without_store_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", "--runs-dir", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert "no results store" in err and "Traceback" not in err
