@@ -58,6 +58,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from ablate.store import Store
+
+    source, target = Path(args.source), Path(args.runs_dir)
+    if not (source / "ablate.db").is_file():
+        raise AblateError(f"no results store at {source / 'ablate.db'}")
+    store = Store(target / "ablate.db")
+    try:
+        added = store.merge_from(source / "ablate.db")
+    finally:
+        store.close()
+    copied = 0
+    for cell_dir in (p for p in source.iterdir() if p.is_dir() and p.name != "cache"):
+        for file in cell_dir.iterdir():
+            dest = target / cell_dir.name / file.name
+            if file.is_file() and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, dest)
+                copied += 1
+    print(f"merged {added} run(s) and {copied} file(s) from {source} into {target}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="Ablation studies for denoising diffusion models.")
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
@@ -77,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--runs-dir", default="runs")
     report.add_argument("--out", default="reports", help="output folder")
     report.set_defaults(func=cmd_report)
+
+    merge = sub.add_parser("merge", help="copy the runs and results of another runs dir (e.g. from a GPU machine) into this one")
+    merge.add_argument("source", help="the other runs dir (holding ablate.db)")
+    merge.add_argument("--runs-dir", default="runs")
+    merge.set_defaults(func=cmd_merge)
 
     plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters")
     plugins.add_argument("--kind", choices=list(KINDS), help="only this kind")

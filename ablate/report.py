@@ -113,7 +113,8 @@ def write_report(store: Store, study: str, profile: str, runs_dir: Path, folder:
     hw = hardware.get("gpu") or f"{hardware.get('cpu', '?')} ({hardware.get('torch_threads', '?')} threads)"
     arms = list(dict.fromkeys(cells.arm))
     sampled = frame[frame.sampler != NO_SAMPLER]
-    samplers = list(dict.fromkeys(sampled.sampler))
+    nfe = sampled.groupby("sampler").nfe.max()
+    samplers = sorted(dict.fromkeys(sampled.sampler), key=lambda s: (-(nfe.get(s) or 0), s))  # most NFE first
     main = sampled[~sampled.key.isin(HIDDEN_KEYS)]
     keys = [k for k in DIRECTION if k in set(main.key)]
     primary = keys[0] if keys else None
@@ -132,7 +133,7 @@ def write_report(store: Store, study: str, profile: str, runs_dir: Path, folder:
     if primary:
         stats_rows, conclusion = _compare(main, primary, groups, arms, samplers)
         lines += ["## Conclusion", "", conclusion, ""]
-    lines += _setup(run, cells, frame, hardware, hw, arms, samplers)
+    lines += _setup(run, cells, frame, hardware, hw, arms, samplers, store)
 
     if keys:
         lines += ["## Results", "", f"Mean ± 95% confidence half-width over seeds (t distribution, n seeds). "
@@ -168,24 +169,33 @@ def write_report(store: Store, study: str, profile: str, runs_dir: Path, folder:
 
 
 def _question(run: pd.Series) -> str:
-    try:
-        return tomllib.loads(Path(run.study_file).read_text())["study"].get("question", "")
-    except (OSError, tomllib.TOMLDecodeError, KeyError):
-        return ""
+    """The question as recorded by the run; older runs: from the study file (where it was, or studies/)."""
+    recorded = json.loads(run.settings or "{}").get("question")
+    if recorded:
+        return recorded
+    for path in (Path(run.study_file), Path("studies") / Path(run.study_file).name):
+        try:
+            return tomllib.loads(path.read_text())["study"].get("question", "")
+        except (OSError, tomllib.TOMLDecodeError, KeyError):
+            continue
+    return ""
 
 
-def _setup(run, cells, frame, hardware, hw, arms, samplers) -> list[str]:
+def _setup(run, cells, frame, hardware, hw, arms, samplers, store: Store) -> list[str]:
     config = json.loads(cells.config.iloc[0])
     common = {k: v for k, v in config.items() if k != "seed" and all(json.loads(c).get(k) == v for c in cells.config)}
     seeds = sorted(set(cells.seed))
     train_s = cells.train_seconds.sum()
     eval_s = frame.drop_duplicates(["cell", "sampler", "metric"]).seconds.sum()
-    wall = (run.finished - run.started) if run.finished and not math.isnan(run.finished) else math.nan
+    runs = store.frame("SELECT finished - started AS wall FROM runs WHERE study=? AND profile=? AND finished IS NOT NULL",
+                       (run.study, run.profile))
+    wall = float(runs.wall.sum()) if len(runs) else math.nan
     lines = ["## Setup", "", f"- Profile: `{run.profile or '(default)'}`; seeds {seeds}; {len(arms)} arm(s) × "
              f"{len(samplers)} sampler(s); {len(cells)} trained cells.",
              f"- Hardware: {hw}; device `{hardware.get('device', '?')}`; torch {hardware.get('torch', '?')}.",
              f"- Time: training {train_s / 60:.1f} min, sampling {eval_s / 60:.1f} min" +
-             (f"; wall time of the last `ablate run` {wall / 60:.1f} min (cells already finished are skipped)." if math.isfinite(wall) else "."),
+             (f"; wall-clock time of the completed `ablate run`s of this study and profile, summed: {wall / 60:.1f} min "
+              "(cells shared with another study are trained once, where they ran first)." if math.isfinite(wall) else "."),
              f"- Arms: {', '.join(f'`{a}`' for a in arms)}.",
              f"- Samplers: {', '.join(f'`{s}`' for s in samplers)}.", ""]
     if cells.num_params.notna().any():

@@ -106,6 +106,28 @@ class Store:
             )
             self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?)", (key, sampler, metric, seconds, time.time()))
 
+    def merge_from(self, other: str | Path) -> int:
+        """Copy another store's runs and results into this one (e.g. a GPU machine's runs/ablate.db).
+        Cells and results are keyed, so merging twice adds nothing; returns the number of runs added."""
+        self.db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                added = 0
+                mine = {tuple(r) for r in self.db.execute("SELECT study, profile, started FROM runs")}
+                cols = "study, profile, study_file, started, finished, hardware, plugins, settings"
+                for row in self.db.execute(f"SELECT id, {cols} FROM other.runs ORDER BY id").fetchall():
+                    if (row[1], row[2], row[4]) in mine:
+                        continue
+                    new_id = self.db.execute(f"INSERT INTO runs ({cols}) VALUES (?,?,?,?,?,?,?,?)", row[1:]).lastrowid
+                    self.db.execute("INSERT INTO run_cells SELECT ?, cell, arm, seed FROM other.run_cells WHERE run=?", (new_id, row[0]))
+                    added += 1
+                for table in ("cells", "losses", "evals", "metrics"):
+                    self.db.execute(f"INSERT OR IGNORE INTO {table} SELECT * FROM other.{table}")
+            return added
+        finally:
+            self.db.execute("DETACH DATABASE other")
+
     # reading
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self.db, params=params)

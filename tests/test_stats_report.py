@@ -85,3 +85,20 @@ def test_report_without_store_is_a_clear_error(tmp_path, capsys):
     assert main(["report", "--runs-dir", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert "no results store" in err and "Traceback" not in err
+
+
+def test_merge_copies_runs_once(tmp_path):
+    """`ablate merge` brings a GPU machine's store home; merging twice adds nothing."""
+    _fake_store(tmp_path / "gpu" / "ablate.db")
+    (tmp_path / "gpu" / "epsilon0").mkdir()
+    (tmp_path / "gpu" / "epsilon0" / "samples-x.pt").write_bytes(b"x")
+    assert main(["merge", str(tmp_path / "gpu"), "--runs-dir", str(tmp_path / "home")]) == 0
+    assert main(["merge", str(tmp_path / "gpu"), "--runs-dir", str(tmp_path / "home")]) == 0
+    store = Store(tmp_path / "home" / "ablate.db")
+    try:
+        assert store.frame("SELECT COUNT(*) AS n FROM runs").n[0] == 1
+        assert store.frame("SELECT COUNT(*) AS n FROM metrics").n[0] == 6 * 3  # fid + two x0 keys per cell
+        assert len(store.results("demo")) == 18
+    finally:
+        store.close()
+    assert (tmp_path / "home" / "epsilon0" / "samples-x.pt").read_bytes() == b"x"
