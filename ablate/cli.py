@@ -45,8 +45,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ablate.runner import run_study
 
-    frame = run_study(args.study, profile=args.profile, overrides=args.set, executor=args.executor,
-                      runs_dir=args.runs_dir, extra_plugins=args.plugins or ())
+    with warnings.catch_warnings(record=True) as caught:  # plugin problems: one clean line each, not a source dump
+        warnings.simplefilter("always")
+        frame = run_study(args.study, profile=args.profile, overrides=args.set, executor=args.executor,
+                          runs_dir=args.runs_dir, extra_plugins=args.plugins or ())
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     return 0 if frame is not None else 1
 
 

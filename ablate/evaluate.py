@@ -98,7 +98,6 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         nfe = counter.calls // len(batches)
         if want_grid:
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)
-        real = data.train
         for m_label, metric in todo:
             k = metric.params.num_samples
             real = data.test if getattr(metric.params, "reference", "train") == "test" else data.train

@@ -129,15 +129,20 @@ def _module_from_file(path: Path) -> ModuleType:
     return module
 
 
+def _norm(name: str) -> str:
+    """Distribution names compare like pip compares them: case, '-', '_' and '.' do not matter."""
+    return name.strip().lower().replace("_", "-").replace(".", "-")
+
+
 def _entry_point_modules(problems: list[str]) -> list[tuple[ModuleType, Origin]]:
     """Import every entry point of group "ablate"; $ABLATE_LOAD_PLUGINS limits third-party ones."""
     wanted = os.environ.get(LOAD_ENV)
-    allowed = None if wanted is None else {w.strip() for w in wanted.split(",") if w.strip()}
+    allowed = None if wanted is None else {_norm(w) for w in wanted.split(",") if w.strip()}
     loaded = []
     for ep in entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist is not None else "unknown"
         builtin = dist == BUILTIN_DIST
-        if not builtin and allowed is not None and dist not in allowed and ep.name not in allowed:
+        if not builtin and allowed is not None and _norm(dist) not in allowed and _norm(ep.name) not in allowed:
             continue
         origin = (
             Origin("built-in", dist)
@@ -171,33 +176,49 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
                 raise PluginError(message) from None
             registry.problems.append(message)
     by_module: dict[int, Origin] = {}
+
+    def broken(origin: Origin, message: str) -> None:
+        """A local file the user named fails loudly; an installed package is skipped with a warning."""
+        if strict_files and origin.source == "file":
+            raise PluginError(message) from None
+        registry.problems.append(message)
+
     for module, origin in sources:
         if pm.is_registered(module):
             continue
         try:
             pm.register(module, name=f"{origin}:{module.__name__}")
         except Exception as exc:
-            raise PluginError(f"{origin}: {exc}") from None
+            broken(origin, f"{origin}: {exc}")
+            continue
         by_module[id(module)] = origin
-    try:
-        pm.check_pending()  # a misspelled hook name fails loudly
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{by_module.get(id(exc.plugin), exc.plugin)}: {exc}") from None
+    while True:
+        try:
+            pm.check_pending()  # a misspelled hook name fails loudly
+            break
+        except pluggy.PluginValidationError as exc:
+            origin = by_module.get(id(exc.plugin))
+            if origin is None:
+                raise PluginError(f"{exc.plugin}: {exc}") from None
+            broken(origin, f"{origin}: {exc}")
+            pm.unregister(exc.plugin)
     for hook, kind in hookspecs.HOOKS.items():
         for impl in getattr(pm.hook, hook).get_hookimpls():
             origin = by_module[id(impl.plugin)]
             try:
                 classes = impl.function()
             except Exception as exc:
-                message = f"{origin}: hook {hook} raised {type(exc).__name__}: {exc}"
-                if strict_files and origin.source == "file":
-                    raise PluginError(message) from None
-                registry.problems.append(message)
+                broken(origin, f"{origin}: hook {hook} raised {type(exc).__name__}: {exc}")
                 continue
             if not isinstance(classes, (list, tuple)):
-                raise PluginError(f"{origin}: hook {hook} must return a list of plugin classes, got {classes!r}")
+                broken(origin, f"{origin}: hook {hook} must return a list of plugin classes, got {classes!r}")
+                continue
             for cls in classes:
-                registry.add(kind, cls, origin)
+                problem = _malformed(kind, cls)
+                if problem:
+                    broken(origin, f"{origin}: {problem}")
+                    continue
+                registry.add(kind, cls, origin)  # two plugins with one name stay an error, whatever their origin
     for problem in registry.problems:
         warnings.warn(problem, stacklevel=2)
     return registry

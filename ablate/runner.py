@@ -139,6 +139,7 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     data = datasets[data_key]
     parts = Parts.from_config(study.registry, cell.config)
     t0 = time.time()
+    steps_before = state.get("step", 0)
     if progress:
         print(f"{name}: training", file=sys.stderr)
     try:
@@ -153,7 +154,9 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     store.update_cell(cell.key, status="done")
     last = store.frame("SELECT loss FROM losses WHERE cell=? ORDER BY step DESC LIMIT 1", (cell.key,))
     loss = f", final loss {last.loss[0]:.4f}" if len(last) else ""
-    return f"{name}: trained in {train_s:.1f}s{loss}; " + ("; ".join(results) or "nothing new to evaluate")
+    trained = f"trained {cell.config['train']['steps'] - steps_before} steps in {train_s:.1f}s" if parts.model.trainable \
+        and steps_before < cell.config["train"]["steps"] else "no training needed"
+    return f"{name}: {trained}{loss}; " + ("; ".join(results) or "nothing new to evaluate")
 
 
 def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:

@@ -11,11 +11,11 @@ import copy
 import hashlib
 import itertools
 import json
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ablate.errors import AblateError, StudyError

@@ -11,13 +11,13 @@ from pydantic import ValidationError
 import ablate
 from ablate.cli import main
 
-# The standard plugins of DESIGN.md that live in plugins/ (ddim is the tutorial's worked example and
-# ray an optional extra; neither is part of the built-in package).
+# The standard plugins of DESIGN.md that live in plugins/ (ray is an optional extra, not part of the
+# built-in package; the tutorial's worked example is `my_ddim`, beside the built-in `ddim`).
 STANDARD = {
     "schedule": {"linear", "cosine"},
     "target": {"epsilon", "x0", "v"},
     "weighting": {"simple", "vlb", "eps_equivalent", "min_snr"},
-    "sampler": {"ancestral", "one_step"},
+    "sampler": {"ancestral", "one_step", "ddim"},
     "model": {"unet", "mlp", "gmm_oracle"},
     "dataset": {"digits", "gmm2d", "mnist", "cifar10", "image_folder"},
     "metric": {"fid", "kid", "x0_error_by_t", "gmm_fit"},

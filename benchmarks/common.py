@@ -1,0 +1,82 @@
+"""Shared helpers of the benchmarks: model configs, timing, interleaving, medians."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+# Model tables exactly as a study file would write them (the resolved cell config's [model]).
+MODELS: dict[str, dict] = {
+    "mlp": {"name": "mlp", "hidden": 512, "depth": 4},
+    "mlp2d": {"name": "mlp", "hidden": 128, "depth": 3},
+    "unet": {"name": "unet", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.1},
+}
+# Which dataset each model runs on: digits are [1, 8, 8] images, gmm2d is 2-D points.
+DATASET_OF = {"mlp": {"name": "digits"}, "mlp2d": {"name": "gmm2d"}, "unet": {"name": "digits"}}
+
+
+def setup_torch(threads: int | None, device: str) -> torch.device:
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but torch.cuda.is_available() is False")
+    return dev
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of fn(), with the device drained before and after."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def interleave(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
+    """Run every arm once per round, rotating the order each round so drift and background load hit all arms alike."""
+    names = list(arms)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        order = names[shift:] + names[:shift]
+        if r % 2:
+            order = order[::-1]
+        for n in order:
+            out[n].append(arms[n]())
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[i] / b[i]: both arms of a round ran back to back under the same load."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def ratio_line(a: list[float], b: list[float]) -> str:
+    return (f"paired median {paired_ratio(a, b):.3f}, ratio of medians {median(a) / median(b):.3f}, "
+            f"ratio of minima {min(a) / min(b):.3f}")
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        hw = torch.cuda.get_device_name(device)
+    else:
+        hw = f"{platform.processor() or platform.machine()}, torch threads={torch.get_num_threads()}"
+    return f"torch {torch.__version__}, device {device} ({hw})"
+
+
+def fmt(xs: list[float], scale: float = 1e3, unit: str = "ms") -> str:
+    return f"median {median(xs) * scale:9.3f} {unit}  (runs: {', '.join(f'{x * scale:.3f}' for x in xs)})"
