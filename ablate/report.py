@@ -365,7 +365,7 @@ def _plot_samples(cells, samplers, runs_dir: Path, folder: Path):
     for ax, (title, x) in zip(axes.flat, panels, strict=False):
         if x.dim() == 4:
             n = int(math.sqrt(x.shape[0]))
-            grid = x[: n * n].clamp(-1, 1).add(1).div(2)
+            grid = torch.nn.functional.pad(x[: n * n].clamp(-1, 1).add(1).div(2), (1, 1, 1, 1), value=0.5)  # tile borders
             c, h, w = grid.shape[1:]
             grid = grid.reshape(n, n, c, h, w).permute(0, 3, 1, 4, 2).reshape(n * h, n * w, c)
             ax.imshow(grid.squeeze(-1).numpy() if c == 1 else grid.numpy(), cmap="gray" if c == 1 else None,

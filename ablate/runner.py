@@ -68,6 +68,14 @@ def plugin_provenance(study: Study) -> dict[str, str]:
     return out
 
 
+def evaluated_labels(study: Study) -> dict[str, list[str]]:
+    """The sampler and metric labels a study evaluates: a shared cell may hold other studies' rows too."""
+    from ablate.evaluate import label
+
+    return {"samplers": [label(study.registry, "sampler", s) for s in study.samplers],
+            "metrics": [label(study.registry, "metric", m) for m in study.metrics]}
+
+
 def _version() -> str:
     try:
         return version("ablate")
@@ -92,7 +100,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             device = pick_device(study.cells[0].config["train"]["device"])
             run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
                                      plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor,
-                                      "question": study.question})
+                                      "question": study.question, **evaluated_labels(study)})
             for cell in study.cells:
                 store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed)
             say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +

@@ -143,7 +143,12 @@ class Store:
     def results(self, study: str, profile: str | None = None, run_id: int | None = None) -> pd.DataFrame:
         """Metric rows of the cells of a study's run (default: its latest), with each cell's arm and seed."""
         run_id = run_id if run_id is not None else self.latest_run(study, profile)
-        return self.frame(
+        frame = self.frame(
             "SELECT r.study, r.profile, rc.arm, rc.seed, m.cell, m.sampler, m.metric, m.key, m.value, m.num_samples, "
             "m.nfe, m.seconds FROM run_cells rc JOIN runs r ON r.id = rc.run JOIN metrics m ON m.cell = rc.cell "
             "WHERE rc.run=? ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key", (run_id if run_id is not None else -1,))
+        row = self.db.execute("SELECT settings FROM runs WHERE id=?", (run_id,)).fetchone()
+        settings = json.loads(row[0] or "{}") if row else {}
+        if "samplers" in settings:  # only this study's samplers and metrics, not those of studies sharing a cell
+            frame = frame[frame.sampler.isin([*settings["samplers"], "-"]) & frame.metric.isin(settings["metrics"])]
+        return frame.reset_index(drop=True)

@@ -17,13 +17,13 @@ steady-state time per step (median interval between network calls, from a forwar
 the headline) and for the whole call.
 
     .venv/bin/python benchmarks/bench_sampling.py [--device cuda] [--batch 256] [--steps 1000] [--model mlp]
+    .venv/bin/python benchmarks/bench_sampling.py --model mlp2d --batch 1000 --threads 1 --clock cpu
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -36,12 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATASET_OF,
     MODELS,
+    Stamps,
     describe,
     fmt,
     interleave,
-    median,
+    now,
     paired_ratio,
     ratio_line,
+    set_clock,
     setup_torch,
     sync,
 )
@@ -77,21 +79,6 @@ class DiffusionProcess:
         return final
 
 
-class Stamps:
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, module, inputs) -> None:
-        self.times.append(time.perf_counter())
-
-    def reset(self) -> None:
-        self.times = []
-
-    def per_step(self) -> float:
-        ts = self.times
-        return median([b - a for a, b in zip(ts[:-1], ts[1:], strict=True)])
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -101,10 +88,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000, help="T: diffusion steps of the linear schedule")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs every arm once)")
     p.add_argument("--no-bf16", action="store_true", help="on CUDA, sample in fp32 (default: bf16 autocast, as ablate)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or this process's CPU time (steadier on a shared CPU with --threads 1)")
     args = p.parse_args()
     device = setup_torch(args.threads, args.device)
+    set_clock(args.clock, device)
     autocast = device.type == "cuda" and not args.no_bf16
-    print(describe(device))
+    print(f"{describe(device)}, clock {args.clock}")
 
     registry = load_registry()
     ds = DATASET_OF[args.model]
@@ -170,10 +160,10 @@ def main() -> None:
 
     def timed_call(fn) -> float:
         sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         fn()
         sync(device)
-        return time.perf_counter() - t0
+        return now() - t0
 
     def run_ablate(x_T):
         gen = torch.Generator(device).manual_seed(0)
@@ -215,15 +205,16 @@ def main() -> None:
         print(f"  {k:9s} per call  {fmt(call[k], 1.0, 's')}")
     lines = []
     for other in [k for k in results if k != "ablate"]:
+        r_step, r_call = paired_ratio(step["ablate"], step[other]), paired_ratio(call["ablate"], call[other])
         print(f"  ablate/{other} per step: {ratio_line(step['ablate'], step[other])}")
         print(f"  ablate/{other} per call: {ratio_line(call['ablate'], call[other])}")
-        print(f"RATIO sampling_call ablate/{other} = {paired_ratio(call['ablate'], call[other]):.2f}")
+        print(f"RATIO sampling_call[{args.model}] ablate/{other} = {r_call:.2f}")
+        print(f"RATIO sampling[{args.model}] ablate/{other} = {r_step:.2f}")
         target = "<= 1.05" if other == "naive" else "< 1"
-        lines.append(f"RATIO sampling ablate/{other} = {paired_ratio(step['ablate'], step[other]):.2f}  (target {target})")
+        lines.append(f"RATIO sampling ablate/{other} = {r_step:.2f}  (target {target}; {args.model}, batch {B}, T={T})")
     if "diffusers" not in results:
         lines.append("RATIO sampling ablate/diffusers = skipped (diffusers not importable)")
     print("\n" + "\n".join(lines))
-
 
 if __name__ == "__main__":
     main()

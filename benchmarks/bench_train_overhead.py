@@ -10,10 +10,12 @@ pre-hook on the network stamps the time of each step (the bare arm gets the same
 
 Two ratios are printed, both ablate/bare as the median over interleaved rounds of the round's ratio
 (the two arms of a round run back to back, so slow changes in background load cancel):
-  train_step  steady-state seconds per step (between the forward calls of steps `--skip` .. last);
-  train_call  the whole call (setup + all steps + final checkpoint), for context.
+  train_step  steady-state seconds per step: the median over 10-step blocks (one log_every period each)
+              after the first `--skip` steps, timed between the network's forward calls (the headline);
+  train_call  the whole call (setup + all steps + final checkpoint + store writes), for context.
 
-    .venv/bin/python benchmarks/bench_train_overhead.py [--device cuda] [--threads 2] [--models mlp,unet]
+    .venv/bin/python benchmarks/bench_train_overhead.py [--device cuda] [--threads N] [--models mlp,mlp2d,unet]
+    .venv/bin/python benchmarks/bench_train_overhead.py --threads 1 --clock cpu   # steadier on a busy CPU
 """
 
 from __future__ import annotations
@@ -37,12 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DATASET_OF,
     MODELS,
+    Stamps,
     describe,
     fmt,
     interleave,
     median,
+    now,
     paired_ratio,
     ratio_line,
+    set_clock,
     setup_torch,
     sync,
 )
@@ -56,26 +61,10 @@ def cell_config(model: str, args: argparse.Namespace) -> dict:
             "target": {"name": "epsilon"}, "weighting": {"name": "simple"}, "train": train, "seed": 0}
 
 
-class Stamps:
-    """A forward pre-hook that records when each training step's forward begins."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def __call__(self, module, inputs) -> None:
-        self.times.append(time.perf_counter())
-
-    def per_step(self, skip: int, block: int = 10) -> float:
-        """Median over blocks of `block` consecutive steps (one log_every period, so each block holds one
-        loss.item()) of the block's seconds per step: robust to bursts of background load within a call."""
-        ts = self.times[skip:]
-        return median([(ts[i + block] - ts[i]) / block for i in range(0, len(ts) - block, block)])
-
-
 def run_ablate(config: dict, registry, data, workdir: Path, device: torch.device, skip: int) -> tuple[float, float]:
     """One fresh train_cell call (new run dir, new store row, so nothing resumes)."""
     config = copy.deepcopy(config)
-    config["bench_nonce"] = time.perf_counter_ns()  # a fresh cell key every call
+    config["bench_nonce"] = time.time_ns()  # a fresh cell key every call
     key = config_hash(config)
     run_dir = workdir / key
     run_dir.mkdir(parents=True)
@@ -92,19 +81,19 @@ def run_ablate(config: dict, registry, data, workdir: Path, device: torch.device
 
     parts.model.build = hooked_build  # type: ignore[method-assign]
     sync(device)
-    t0 = time.perf_counter()
+    t0 = now()
     train_cell(key, config, parts, data, run_dir, store, progress=False)
     sync(device)
-    total = time.perf_counter() - t0
+    total = now() - t0
     store.close()
-    return total, stamps.per_step(skip)
+    return total, stamps.per_step(skip, block=10)
 
 
 def run_bare(config: dict, registry, data, device: torch.device, skip: int) -> tuple[float, float]:
     """The same training written as a plain loop: no store, no checkpoint, no progress bar, no plugins per step."""
     tc = config["train"]
     sync(device)
-    t0 = time.perf_counter()
+    t0 = now()
     torch.manual_seed(config["seed"])
     spec = {k: v for k, v in config["model"].items() if k != "name"}
     module = registry.create("model", config["model"]["name"], spec).build(data.spec).to(device)
@@ -144,7 +133,7 @@ def run_bare(config: dict, registry, data, device: torch.device, skip: int) -> t
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, live_params, 1 - tc["ema"])
     sync(device)
-    return time.perf_counter() - t0, stamps.per_step(skip)
+    return now() - t0, stamps.per_step(skip, block=10)
 
 
 def bench_model(model: str, args: argparse.Namespace, registry, workdir: Path, device: torch.device) -> float:
@@ -195,11 +184,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs both arms once)")
     p.add_argument("--skip", type=int, default=20, help="steps left out of the steady-state per-step time")
     p.add_argument("--no-bf16", action="store_true", help="on CUDA, train in fp32 in both arms (default: bf16 autocast, as ablate)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or this process's CPU time (steadier on a shared CPU with --threads 1)")
     args = p.parse_args()
     device = setup_torch(args.threads, args.device)
+    set_clock(args.clock, device)
     if args.steps <= args.skip + 10:
         raise SystemExit("--steps must exceed --skip by more than 10")
-    print(describe(device))
+    print(f"{describe(device)}, clock {args.clock}")
     registry = load_registry()
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="ablate-bench-") as tmp:

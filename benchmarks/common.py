@@ -33,24 +33,53 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of fn(), with the device drained before and after."""
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
+_clock = time.perf_counter
+
+
+def set_clock(name: str, device: torch.device) -> None:
+    """'wall' (perf_counter) or 'cpu' (process_time: CPU seconds of this process, all its threads).
+
+    On a CPU shared with other jobs, `--threads 1 --clock cpu` leaves out the time this process
+    sat descheduled, which wall time cannot; with several threads, spin-waits count as CPU time."""
+    global _clock
+    if name == "cpu" and device.type != "cpu":
+        raise SystemExit("--clock cpu only makes sense with --device cpu")
+    _clock = time.process_time if name == "cpu" else time.perf_counter
+
+
+def now() -> float:
+    return _clock()
+
+
+class Stamps:
+    """A forward pre-hook that records when each network call begins: one call per training or sampling step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, module, inputs) -> None:
+        self.times.append(_clock())
+
+    def reset(self) -> None:
+        self.times = []
+
+    def per_step(self, skip: int = 0, block: int = 1) -> float:
+        """Median over blocks of `block` consecutive steps (after the first `skip`) of seconds per step.
+
+        A median is robust to bursts of background load within a call; blocks as long as a periodic
+        chore (ablate logs the loss every 10 steps) keep that chore's cost in every block."""
+        ts = self.times[skip:]
+        return median([(ts[i + block] - ts[i]) / block for i in range(0, len(ts) - block, block)])
 
 
 def interleave(arms: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
-    """Run every arm once per round, rotating the order each round so drift and background load hit all arms alike."""
+    """Run every arm once per round, rotating the order each round so drift, background load and the
+    after-effects of the previous call (e.g. a checkpoint being written back) hit all arms alike."""
     names = list(arms)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        shift = r % len(names)
+        shift = r % len(names)  # every arm takes every position equally often (A B, B A, A B, ...)
         order = names[shift:] + names[:shift]
-        if r % 2:
-            order = order[::-1]
         for n in order:
             out[n].append(arms[n]())
     return out
