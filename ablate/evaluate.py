@@ -92,7 +92,8 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         for start in batches:
             b = min(study.eval.batch_size, n - start)
             x = torch.randn((b, *data.spec.shape), generator=ctx.generator, device=device)
-            chunks.append(sampler.sample(counter, diffusion, x, T - 1, ctx.generator).float().cpu())
+            with torch.inference_mode():  # no autograd bookkeeping on any of the T steps
+                chunks.append(sampler.sample(counter, diffusion, x, T - 1, ctx.generator).float().cpu())
         bar.close()
         samples, seconds = torch.cat(chunks), time.time() - t0
         nfe = counter.calls // len(batches)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -101,7 +102,7 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
         t = torch.randint(diffusion.T, (x0.shape[0],), generator=gen, device=device)
         eps = torch.randn(x0.shape, generator=gen, device=device)
         x_t = diffusion.q_sample(x0, t, eps)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        with torch.autocast(device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext():
             out = forward(x_t, t)
         per_sample = (out.float() - parts.target.training_target(diffusion, x0, eps, t)).pow(2).flatten(1).mean(1)
         loss = (weights[t] * per_sample).mean()
