@@ -109,7 +109,10 @@ def write_report(store: Store, study: str, profile: str, runs_dir: Path, folder:
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
-    hardware = json.loads(run.hardware or "{}")
+    # the hardware of the run that did the work (the longest), not of a rerun that only skipped finished cells
+    worker = store.frame("SELECT hardware FROM runs WHERE study=? AND profile=? ORDER BY "
+                         "COALESCE(finished, started) - started DESC LIMIT 1", (study, profile))
+    hardware = json.loads(worker.hardware[0] or "{}")
     hw = hardware.get("gpu") or f"{hardware.get('cpu', '?')} ({hardware.get('torch_threads', '?')} threads)"
     arms = list(dict.fromkeys(cells.arm))
     sampled = frame[frame.sampler != NO_SAMPLER]
@@ -262,6 +265,19 @@ def _compare(main, key, groups, arms, samplers) -> tuple[list[str], str]:
     return rows, text
 
 
+def _save(fig, ax, folder: Path, file: str, xlabel: str, ylabel: str, title: str) -> str:
+    """The common finish of every line plot: labels, log grid, legend, PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(folder / file, dpi=110)
+    plt.close(fig)
+    return file
+
+
 def _plot_metric_vs_nfe(main, key, groups, arms, samplers, folder: Path):
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for arm in arms:
@@ -281,17 +297,10 @@ def _plot_metric_vs_nfe(main, key, groups, arms, samplers, folder: Path):
             for x, y, _, s in pts:
                 ax.annotate(s, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
-    ax.set_xlabel("network evaluations per sample (NFE)")
-    ax.set_ylabel(f"{key} (mean ± 95% CI over seeds)")
     if key in ("fid", "kid") and (main[main.key == key].value > 0).all():
         ax.set_yscale("log")
-    ax.set_title(f"{key} against the number of network evaluations")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / f"{key}_vs_nfe.png", dpi=110)
-    plt.close(fig)
-    return f"{key} vs NFE", f"{key}_vs_nfe.png"
+    return f"{key} vs NFE", _save(fig, ax, folder, f"{key}_vs_nfe.png", "network evaluations per sample (NFE)",
+                                  f"{key} (mean ± 95% CI over seeds)", f"{key} against the number of network evaluations")
 
 
 def _plot_x0_error(frame, cells, folder: Path):
@@ -311,15 +320,9 @@ def _plot_x0_error(frame, cells, folder: Path):
         ax.fill_between(ts, lows, highs, alpha=0.2)
     ax.set_xscale("symlog", linthresh=10)
     ax.set_yscale("log")
-    ax.set_xlabel("timestep t")
-    ax.set_ylabel("E ||x0_hat - x0||^2 per dimension (held-out data)")
-    ax.set_title("x0 error of the trained model by timestep")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "x0_error_by_t.png", dpi=110)
-    plt.close(fig)
-    return "x0 error vs t per arm", "x0_error_by_t.png"
+    return "x0 error vs t per arm", _save(fig, ax, folder, "x0_error_by_t.png", "timestep t",
+                                          "E ||x0_hat - x0||^2 per dimension (held-out data)",
+                                          "x0 error of the trained model by timestep")
 
 
 def _plot_losses(store: Store, cells, folder: Path):
@@ -335,15 +338,9 @@ def _plot_losses(store: Store, cells, folder: Path):
         window = max(1, len(curve) // 30)
         ax.plot(curve.index, curve.rolling(window, min_periods=1).mean(), label=arm)
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("weighted loss in the target's own space (mean over seeds, smoothed)")
-    ax.set_title("Training loss (scales differ between targets)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(folder / "loss_curves.png", dpi=110)
-    plt.close(fig)
-    return "Training loss curves", "loss_curves.png"
+    return "Training loss curves", _save(fig, ax, folder, "loss_curves.png", "training step",
+                                         "weighted loss in the target's own space (mean over seeds, smoothed)",
+                                         "Training loss (scales differ between targets)")
 
 
 def _plot_samples(cells, samplers, runs_dir: Path, folder: Path):
