@@ -12,36 +12,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from oracle_mixture import MEANS, STD, WEIGHTS, Counting, T, oracle
 
 from ablate import Prediction
 
-T = 1000
 N = 8000
-WEIGHTS = np.array([0.5, 0.3, 0.2])
-RADIUS, STD = 0.75, 0.06
-ANGLES = 2 * math.pi * np.arange(3) / 3
-MEANS = RADIUS * np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1)
-
-
-class Counting:
-    """Wraps a denoiser; records the timestep of every call (and checks the batch shares it)."""
-
-    def __init__(self, denoiser) -> None:
-        self.denoiser, self.calls = denoiser, []
-
-    def __call__(self, x_t, t):
-        assert t.dtype == torch.long and t.shape == (x_t.shape[0],)
-        assert bool((t == t[0]).all())
-        self.calls.append(int(t[0]))
-        return self.denoiser(x_t, t)
 
 
 @pytest.fixture(scope="module")
 def gmm(registry):
-    diffusion = registry.create("schedule", "linear", {"T": T}).diffusion()
-    data = registry.create("dataset", "gmm2d", {"n_modes": 3, "weights": [0.5, 0.3, 0.2]}).load()
-    model = registry.create("model", "gmm_oracle")
-    denoiser = model.denoiser(model.build(data.spec), registry.create("target", "epsilon"), diffusion, data.spec)
+    diffusion, _, denoiser = oracle(registry)
     return diffusion, denoiser
 
 
