@@ -22,7 +22,6 @@ the headline) and for the whole call.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from common import (  # noqa: E402
     interleave,
     now,
     paired_ratio,
+    parser,
     ratio_line,
     set_clock,
     setup_torch,
@@ -80,16 +80,10 @@ class DiffusionProcess:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    p = parser(__doc__.split("\n")[0], "sample")
     p.add_argument("--model", default="mlp", choices=sorted(MODELS))
     p.add_argument("--batch", type=int, default=256, help="samples per call (ablate's eval batch_size default is 1000)")
     p.add_argument("--steps", type=int, default=1000, help="T: diffusion steps of the linear schedule")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs every arm once)")
-    p.add_argument("--no-bf16", action="store_true", help="on CUDA, sample in fp32 (default: bf16 autocast, as ablate)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall time, or this process's CPU time (steadier on a shared CPU with --threads 1)")
     args = p.parse_args()
     device = setup_torch(args.threads, args.device)
     set_clock(args.clock, device)

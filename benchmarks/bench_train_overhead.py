@@ -46,6 +46,7 @@ from common import (  # noqa: E402
     median,
     now,
     paired_ratio,
+    parser,
     ratio_line,
     set_clock,
     setup_torch,
@@ -175,17 +176,11 @@ def bench_model(model: str, args: argparse.Namespace, registry, workdir: Path, d
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    p = parser(__doc__.split("\n")[0], "train both arms")
     p.add_argument("--models", default="mlp", help=f"comma-separated, from {sorted(MODELS)}")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per call")
     p.add_argument("--batch", type=int, default=128, help="batch size (TrainConfig default: 128)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs both arms once)")
     p.add_argument("--skip", type=int, default=20, help="steps left out of the steady-state per-step time")
-    p.add_argument("--no-bf16", action="store_true", help="on CUDA, train in fp32 in both arms (default: bf16 autocast, as ablate)")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="wall time, or this process's CPU time (steadier on a shared CPU with --threads 1)")
     args = p.parse_args()
     device = setup_torch(args.threads, args.device)
     set_clock(args.clock, device)

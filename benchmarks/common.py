@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -17,6 +18,18 @@ MODELS: dict[str, dict] = {
 }
 # Which dataset each model runs on: digits are [1, 8, 8] images, gmm2d is 2-D points.
 DATASET_OF = {"mlp": {"name": "digits"}, "mlp2d": {"name": "gmm2d"}, "unet": {"name": "digits"}}
+
+
+def parser(description: str, what: str) -> argparse.ArgumentParser:
+    """The flags both benchmarks share; `what` says what --no-bf16 turns to fp32."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each runs every arm once)")
+    p.add_argument("--no-bf16", action="store_true", help=f"on CUDA, {what} in fp32 (default: bf16 autocast, as ablate)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall time, or this process's CPU time (steadier on a shared CPU with --threads 1)")
+    return p
 
 
 def setup_torch(threads: int | None, device: str) -> torch.device:
