@@ -12,9 +12,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ablate.interfaces import Data, Denoiser, EvalContext, Prediction
-from ablate.plugins import Registry
 from ablate.store import Store
-from ablate.study import Study, plugin_label
+from ablate.study import Study, label
 from ablate.train import Parts, pick_device
 
 NO_SAMPLER = "-"
@@ -30,15 +29,6 @@ class CountingDenoiser:
         self.calls += 1
         self.bar.update(1)
         return self.inner(x_t, t)
-
-
-def label(registry: Registry, kind: str, spec: dict[str, Any]) -> str:
-    defaults = registry.get(kind, spec["name"]).Params.model_construct().model_dump(mode="json")
-    return plugin_label(spec, defaults)
-
-
-def _make(registry: Registry, kind: str, spec: dict[str, Any]):
-    return registry.create(kind, spec["name"], {k: v for k, v in spec.items() if k != "name"})
 
 
 def _seed(*parts: object) -> int:
@@ -59,7 +49,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     denoiser = parts.model.denoiser(module, parts.target, diffusion, data.spec)
     if hasattr(denoiser, "autocast"):
         denoiser.autocast = autocast
-    metrics = [(label(registry, "metric", m), _make(registry, "metric", m)) for m in study.metrics]
+    metrics = [(label(registry, "metric", m), registry.from_table("metric", m)) for m in study.metrics]
     summary = []
 
     def context(tag: str) -> EvalContext:
@@ -80,7 +70,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         want_grid = study.eval.grid_samples > 0 and not grid_file.exists()
         if not todo and not want_grid:
             continue
-        sampler = _make(registry, "sampler", spec)
+        sampler = registry.from_table("sampler", spec)
         n = max([m.params.num_samples for _, m in todo] + [study.eval.grid_samples])
         ctx = context(s_label)
         batches = list(range(0, n, study.eval.batch_size))

@@ -80,6 +80,10 @@ class Registry:
         cls = self.get(kind, name)
         return cls(cls.Params.model_validate(params or {}))
 
+    def from_table(self, kind: str, table: dict) -> Plugin:
+        """Construct from a study's plugin table: {name, **params}."""
+        return self.create(kind, table["name"], {k: v for k, v in table.items() if k != "name"})
+
     def add(self, kind: str, cls: object, origin: Origin) -> None:
         problem = _malformed(kind, cls)
         if problem:

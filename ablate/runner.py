@@ -20,7 +20,7 @@ from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import NO_SAMPLER, evaluate_cell
 from ablate.interfaces import Data
 from ablate.store import Store
-from ablate.study import Cell, Study, load_study
+from ablate.study import Cell, Study, label, load_study
 from ablate.train import Parts, pick_device, train_cell
 
 
@@ -70,8 +70,6 @@ def plugin_provenance(study: Study) -> dict[str, str]:
 
 def evaluated_labels(study: Study) -> dict[str, list[str]]:
     """The sampler and metric labels a study evaluates: a shared cell may hold other studies' rows too."""
-    from ablate.evaluate import label
-
     return {"samplers": [label(study.registry, "sampler", s) for s in study.samplers],
             "metrics": [label(study.registry, "metric", m) for m in study.metrics]}
 
@@ -90,8 +88,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
     study = load_study(path, profile, overrides, extra_plugins)
     if executor is not None:
         study.executor = {"name": executor}
-    executor_plugin = study.registry.create("executor", study.executor["name"],
-                                            {k: v for k, v in study.executor.items() if k != "name"})
+    executor_plugin = study.registry.from_table("executor", study.executor)
     runs_dir = Path(runs_dir)
     say = print if progress else (lambda *a, **k: None)
     with runs_lock(runs_dir):
@@ -142,8 +139,7 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     (run_dir / "config.json").write_text(json.dumps(cell.config, indent=2, sort_keys=True))
     data_key = json.dumps(cell.config["data"], sort_keys=True)
     if data_key not in datasets:
-        spec = cell.config["data"]
-        datasets[data_key] = study.registry.create("dataset", spec["name"], {k: v for k, v in spec.items() if k != "name"}).load()
+        datasets[data_key] = study.registry.from_table("dataset", cell.config["data"]).load()
     data = datasets[data_key]
     parts = Parts.from_config(study.registry, cell.config)
     t0 = time.time()
@@ -168,12 +164,9 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
 
 
 def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
-    from ablate.evaluate import label
-
-    for m in study.metrics:
-        cls = study.registry.get("metric", m["name"])
-        m_label = label(study.registry, "metric", m)
-        samplers = [label(study.registry, "sampler", s) for s in study.samplers] if cls.needs_samples else [NO_SAMPLER]
+    labels = evaluated_labels(study)
+    for m, m_label in zip(study.metrics, labels["metrics"], strict=True):
+        samplers = labels["samplers"] if study.registry.get("metric", m["name"]).needs_samples else [NO_SAMPLER]
         if not all(store.eval_done(cell.key, s, m_label) for s in samplers):
             return False
     return True

@@ -114,6 +114,12 @@ def plugin_label(table: dict[str, Any], defaults: dict[str, Any] | None = None) 
     return f"{table['name']}({', '.join(args)})" if args else str(table["name"])
 
 
+def label(registry: Registry, kind: str, spec: dict[str, Any]) -> str:
+    """A resolved plugin table's label: the name plus its non-default params."""
+    defaults = registry.get(kind, spec["name"]).Params.model_construct().model_dump(mode="json")
+    return plugin_label(spec, defaults)
+
+
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -320,8 +326,7 @@ def _option(registry: Registry, pairs: dict[str, Any], base: dict[str, Any], whe
             spec, errs = validate_plugin(registry, PLUGIN_SECTIONS[key], value, f"{where}.{key}" if len(pairs) > 1 else where)
             errors += errs
             if spec:
-                defaults = registry.get(PLUGIN_SECTIONS[key], spec["name"]).Params.model_construct().model_dump(mode="json")
-                labels.append(plugin_label(spec, defaults))
+                labels.append(label(registry, PLUGIN_SECTIONS[key], spec))
                 resolved.append((key, spec))
         else:
             labels.append(f"{key.split('.')[-1]}={value}")

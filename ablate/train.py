@@ -32,11 +32,7 @@ class Parts:
 
     @classmethod
     def from_config(cls, registry: Registry, config: dict[str, Any]) -> Parts:
-        def make(kind: str, table: dict[str, Any]):
-            return registry.create(kind, table["name"], {k: v for k, v in table.items() if k != "name"})
-
-        return cls(make("schedule", config["schedule"]), make("target", config["target"]),
-                   make("weighting", config["weighting"]), make("model", config["model"]))
+        return cls(*(registry.from_table(kind, config[kind]) for kind in ("schedule", "target", "weighting", "model")))
 
 
 def pick_device(name: str) -> torch.device:
