@@ -30,19 +30,17 @@ class Diffusion:
         self.snr = self.alpha_bars / (1.0 - self.alpha_bars)
         self.sqrt_alpha_bars = self.alpha_bars.sqrt()
         self.sqrt_one_minus_alpha_bars = (1.0 - self.alpha_bars).sqrt()
-        self._moved: dict[tuple[int, torch.device, torch.dtype], Tensor] = {}
+        self._moved: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
     def at(self, table: Tensor, t: Tensor, like: Tensor) -> Tensor:
         """table[t] as a [B, 1, ...] tensor that broadcasts against `like`."""
-        if table.device == like.device and table.dtype == like.dtype:
-            moved = table
-        elif any(table is own for own in vars(self).values()):  # one copy per device and dtype, not per call
+        moved = table
+        if table.device != like.device or table.dtype != like.dtype:  # one copy per device and dtype, not per call
             key = (id(table), like.device, like.dtype)
-            if key not in self._moved:
-                self._moved[key] = table.to(device=like.device, dtype=like.dtype)
-            moved = self._moved[key]
-        else:
-            moved = table.to(device=like.device, dtype=like.dtype)
+            source, moved = self._moved.get(key, (None, None))
+            if source is not table:  # the cache holds `source`, so its id cannot be reused while cached
+                moved = table.to(device=like.device, dtype=like.dtype)
+                self._moved[key] = (table, moved)
         values = moved[t.to(like.device)]
         return values.reshape(-1, *([1] * (like.dim() - 1)))
 
