@@ -10,6 +10,7 @@ from ablate.interfaces import (
     Denoiser,
     EvalContext,
     Executor,
+    KeySpec,
     Metric,
     Mixture,
     Model,
@@ -35,7 +36,7 @@ def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", 
 
 __all__ = [
     "AblateError", "Data", "DataSpec", "Dataset", "Denoiser", "Diffusion", "EvalContext", "Executor",
-    "Metric", "Mixture", "Model", "NetworkDenoiser", "Plugin", "PluginError", "Prediction", "Registry",
+    "KeySpec", "Metric", "Mixture", "Model", "NetworkDenoiser", "Plugin", "PluginError", "Prediction", "Registry",
     "Sampler", "Schedule", "StudyError", "Target", "Weighting", "hookimpl", "load_registry", "run_study",
     "__version__",
 ]

@@ -12,11 +12,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ablate.interfaces import Data, Denoiser, EvalContext, Prediction
-from ablate.store import Store
+from ablate.store import NO_SAMPLER, Store
 from ablate.study import Study, label
 from ablate.train import Parts, pick_device
-
-NO_SAMPLER = "-"
 
 
 class CountingDenoiser:

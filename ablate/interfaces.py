@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -170,11 +170,39 @@ class Dataset(Plugin):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class KeySpec:
+    """What one output key of a metric means, so reports need no table of metric names.
+
+    direction: which way is better ("none": no "best" claim); role: "headline" (the number a
+    comparison is made on), "curve" (one point of a per-t curve) or "diagnostic";
+    nonnegative: intervals of this key are kept at or above zero.
+    """
+
+    direction: Literal["lower", "higher", "none"] = "none"
+    role: Literal["headline", "curve", "diagnostic"] = "diagnostic"
+    nonnegative: bool = False
+    description: str = ""
+
+
 class Metric(Plugin):
-    """Scores samples against real data; `needs_samples = False` for model diagnostics."""
+    """Scores samples against real data; `needs_samples = False` for model diagnostics.
+
+    `keys` declares the output keys (a key ending in "*" matches every key with that prefix);
+    a key that is not declared is still stored and tabulated, with no "best" claim.
+    `cheap = True` metrics are also evaluated at the intermediate steps of `eval.at_steps`.
+    """
 
     kind = "metric"
     needs_samples: ClassVar[bool] = True
+    keys: ClassVar[dict[str, KeySpec]] = {}
+    cheap: ClassVar[bool] = False
+
+    @classmethod
+    def key_spec(cls, key: str) -> KeySpec | None:
+        if key in cls.keys:
+            return cls.keys[key]
+        return next((spec for pattern, spec in cls.keys.items() if pattern.endswith("*") and key.startswith(pattern[:-1])), None)
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -2,7 +2,9 @@
 
 Rows are keyed so that re-running finished work replaces nothing and duplicates nothing:
 cells by the hash of their resolved config, losses by (cell, step), metric rows by
-(cell, sampler, metric, key). A metric's rows and its `done` mark go in one transaction.
+(cell, sampler, metric, key, step, weights). A metric's rows and its `done` mark go in one
+transaction. `step` is the training step of the evaluated weights (-1: the final ones) and
+`weights` says which ("ema" or "raw"), so learning curves sit beside the final numbers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FINAL = -1  # the `step` of an evaluation of the final weights
+NO_SAMPLER = "-"  # the sampler of a model diagnostic (no samples drawn)
+REAL_DATA = "real data (held-out)"  # the sampler of the floor: real images scored like samples
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,13 +38,14 @@ CREATE TABLE IF NOT EXISTS run_cells (
 );
 CREATE TABLE IF NOT EXISTS losses (cell TEXT NOT NULL, step INTEGER NOT NULL, loss REAL NOT NULL, PRIMARY KEY (cell, step));
 CREATE TABLE IF NOT EXISTS evals (
-    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, seconds REAL, finished REAL,
-    PRIMARY KEY (cell, sampler, metric)
+    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, step INTEGER NOT NULL, weights TEXT NOT NULL,
+    seconds REAL, finished REAL,
+    PRIMARY KEY (cell, sampler, metric, step, weights)
 );
 CREATE TABLE IF NOT EXISTS metrics (
-    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, value REAL,
-    num_samples INTEGER, nfe INTEGER, seconds REAL,
-    PRIMARY KEY (cell, sampler, metric, key)
+    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL,
+    weights TEXT NOT NULL, value REAL, num_samples INTEGER, nfe INTEGER, seconds REAL,
+    PRIMARY KEY (cell, sampler, metric, key, step, weights)
 );
 """
 
@@ -94,17 +100,20 @@ class Store:
             self.db.executemany("INSERT OR REPLACE INTO losses VALUES (?,?,?)", [(key, s, v) for s, v in rows])
 
     # evaluation
-    def eval_done(self, key: str, sampler: str, metric: str) -> bool:
-        return self.db.execute("SELECT 1 FROM evals WHERE cell=? AND sampler=? AND metric=?", (key, sampler, metric)).fetchone() is not None
+    def eval_done(self, key: str, sampler: str, metric: str, step: int = FINAL, weights: str = "ema") -> bool:
+        return self.db.execute("SELECT 1 FROM evals WHERE cell=? AND sampler=? AND metric=? AND step=? AND weights=?",
+                               (key, sampler, metric, step, weights)).fetchone() is not None
 
-    def add_metric(self, key: str, sampler: str, metric: str, values: dict[str, float], num_samples: int, nfe: int | None, seconds: float) -> None:
+    def add_metric(self, key: str, sampler: str, metric: str, values: dict[str, float], num_samples: int,
+                   nfe: int | None, seconds: float, step: int = FINAL, weights: str = "ema") -> None:
         with self.db:
             self.db.execute("BEGIN")
             self.db.executemany(
-                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)",
-                [(key, sampler, metric, k, v, num_samples, nfe, seconds) for k, v in values.items()],
+                "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(key, sampler, metric, k, step, weights, v, num_samples, nfe, seconds) for k, v in values.items()],
             )
-            self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?)", (key, sampler, metric, seconds, time.time()))
+            self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?,?)",
+                            (key, sampler, metric, step, weights, seconds, time.time()))
 
     def merge_from(self, other: str | Path) -> int:
         """Copy another store's runs and results into this one (e.g. a GPU machine's runs/ablate.db).
@@ -140,15 +149,19 @@ class Store:
         row = self.db.execute(sql + " ORDER BY (finished IS NOT NULL) DESC, id DESC LIMIT 1", params).fetchone()
         return None if row is None else int(row[0])
 
-    def results(self, study: str, profile: str | None = None, run_id: int | None = None) -> pd.DataFrame:
-        """Metric rows of the cells of a study's run (default: its latest), with each cell's arm and seed."""
+    def results(self, study: str, profile: str | None = None, run_id: int | None = None,
+                final_only: bool = True) -> pd.DataFrame:
+        """Metric rows of the cells of a study's run (default: its latest), with each cell's arm and seed.
+
+        final_only: only the final EMA weights' rows (not the learning-curve or raw-weight rows)."""
         run_id = run_id if run_id is not None else self.latest_run(study, profile)
         frame = self.frame(
             "SELECT r.study, r.profile, rc.arm, rc.seed, m.cell, m.sampler, m.metric, m.key, m.value, m.num_samples, "
-            "m.nfe, m.seconds FROM run_cells rc JOIN runs r ON r.id = rc.run JOIN metrics m ON m.cell = rc.cell "
-            "WHERE rc.run=? ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key", (run_id if run_id is not None else -1,))
+            "m.nfe, m.seconds, m.step, m.weights FROM run_cells rc JOIN runs r ON r.id = rc.run "
+            "JOIN metrics m ON m.cell = rc.cell WHERE rc.run=?" + (" AND m.step = -1 AND m.weights = 'ema'" if final_only else "")
+            + " ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key, m.step", (run_id if run_id is not None else -1,))
         row = self.db.execute("SELECT settings FROM runs WHERE id=?", (run_id,)).fetchone()
         settings = json.loads(row[0] or "{}") if row else {}
         if "samplers" in settings:  # only this study's samplers and metrics, not those of studies sharing a cell
-            frame = frame[frame.sampler.isin([*settings["samplers"], "-"]) & frame.metric.isin(settings["metrics"])]
+            frame = frame[frame.sampler.isin([*settings["samplers"], NO_SAMPLER, REAL_DATA]) & frame.metric.isin(settings["metrics"])]
         return frame.reset_index(drop=True)
