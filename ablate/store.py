@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY, config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'pending',
     reason TEXT, step INTEGER NOT NULL DEFAULT 0, train_seconds REAL NOT NULL DEFAULT 0,
-    num_params INTEGER, updated REAL
+    num_params INTEGER, clipped_steps INTEGER NOT NULL DEFAULT 0, updated REAL
 );
 CREATE TABLE IF NOT EXISTS run_cells (
     run INTEGER NOT NULL, cell TEXT NOT NULL, arm TEXT NOT NULL, seed INTEGER NOT NULL, PRIMARY KEY (run, cell)
@@ -87,8 +87,9 @@ class Store:
         self.db.execute("INSERT OR REPLACE INTO run_cells VALUES (?,?,?,?)", (run_id, key, arm, seed))
 
     def cell(self, key: str) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT status, reason, step, train_seconds FROM cells WHERE key=?", (key,)).fetchone()
-        return None if row is None else dict(zip(("status", "reason", "step", "train_seconds"), row, strict=True))
+        cols = ("status", "reason", "step", "train_seconds", "clipped_steps")
+        row = self.db.execute(f"SELECT {', '.join(cols)} FROM cells WHERE key=?", (key,)).fetchone()
+        return None if row is None else dict(zip(cols, row, strict=True))
 
     def update_cell(self, key: str, **fields: Any) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
