@@ -1,4 +1,10 @@
-"""Evaluation of one trained cell: every sampler x metric, each result stored as soon as it exists."""
+"""Evaluation of one trained cell: every sampler x metric, each result stored as soon as it exists.
+
+What makes the numbers comparable: samples are scored as they would be saved (clamped and 8-bit
+quantised for images); every sampler of every arm at one seed starts from the same x_T and draws
+the same noise stream (common random numbers, so comparisons are paired); and every sample metric
+is also computed on real images at the same count, the floor printed beside the models' numbers.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ablate.interfaces import Data, Denoiser, EvalContext, Prediction
-from ablate.store import NO_SAMPLER, Store
+from ablate.diffusion import Diffusion
+from ablate.interfaces import Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
+from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study, label
 from ablate.train import Parts, pick_device
 
@@ -29,6 +36,26 @@ class CountingDenoiser:
         return self.inner(x_t, t)
 
 
+class ClippedDenoiser:
+    """DDPM's `clip_denoised` at the seam: x0_hat clamped to [-1, 1], eps_hat recomputed from it,
+    so every sampler, a third-party one included, samples as the reference code does."""
+
+    def __init__(self, inner: Denoiser, diffusion: Diffusion) -> None:
+        self.inner, self.diffusion = inner, diffusion
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
+        x0 = self.inner(x_t, t).x0.clamp(-1, 1)
+        return Prediction(x0=x0, eps=self.diffusion.eps_from_x0(x_t, t, x0))
+
+
+def as_saved(x: Tensor, spec: DataSpec) -> Tensor:
+    """What a PNG of the samples would hold: images clamped to [-1, 1] and quantised to 8-bit levels.
+    Other data (points) has no fixed range and is scored as it is."""
+    if not spec.is_image:
+        return x.float()
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 def _seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
@@ -37,61 +64,104 @@ def samples_path(run_dir: Path, sampler: str) -> Path:
     return run_dir / f"samples-{hashlib.sha1(sampler.encode()).hexdigest()[:10]}.pt"
 
 
+def _nfe_total(sampler: Sampler, diffusion: Diffusion) -> int | None:
+    """The sampler's own NFE count sizes the progress bar; it is optional (the core counts calls)."""
+    try:
+        return sampler.nfe(diffusion, diffusion.T - 1)
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def draw_samples(sampler: Sampler, denoiser: Denoiser, diffusion: Diffusion, spec: DataSpec, n: int, batch_size: int,
+                 seed: int, device: torch.device, desc: str, progress: bool) -> tuple[Tensor, int, float]:
+    """n samples as saved, the NFE per sample and the seconds taken. Batch b starts from x_T and a
+    noise stream seeded by (seed, b) alone: the same for every sampler and every arm at this seed."""
+    batches = list(range(0, n, batch_size))
+    per_batch = _nfe_total(sampler, diffusion)
+    bar = tqdm(total=per_batch * len(batches) if per_batch else None, desc=desc, unit="nfe",
+               disable=None if progress else True, leave=False)
+    counter = CountingDenoiser(denoiser, bar)
+    chunks, t0 = [], time.time()
+    for b, start in enumerate(batches):
+        gen = torch.Generator(device).manual_seed(_seed(seed, "sampling", b) % 2**63)
+        x = torch.randn((min(batch_size, n - start), *spec.shape), generator=gen, device=device)
+        with torch.inference_mode():  # no autograd bookkeeping on any of the T steps
+            chunks.append(sampler.sample(counter, diffusion, x, diffusion.T - 1, gen).float().cpu())
+    bar.close()
+    return as_saved(torch.cat(chunks), spec), counter.calls // len(batches), time.time() - t0
+
+
 def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, data: Data, module: nn.Module,
-                  run_dir: Path, store: Store, cache_dir: Path, progress: bool = True) -> list[str]:
-    """Run the missing sampler x metric pairs of a cell; returns one short summary per new result."""
+                  run_dir: Path, store: Store, cache_dir: Path, progress: bool = True, step: int = FINAL,
+                  weights: str = "ema") -> list[str]:
+    """Run the missing sampler x metric pairs of a cell's weights; returns one short summary per new result.
+
+    step/weights: which weights these are (the final EMA ones by default); at an intermediate step
+    only the cheap metrics run, and the real-data floor and sample grids belong to the final weights."""
     registry = study.registry
+    final = step == FINAL and weights == "ema"
     device = pick_device(config["train"]["device"])
     diffusion = parts.schedule.diffusion()
-    autocast = device.type == "cuda" and config["train"]["bf16"]
     denoiser = parts.model.denoiser(module, parts.target, diffusion, data.spec)
     if hasattr(denoiser, "autocast"):
-        denoiser.autocast = autocast
+        denoiser.autocast = device.type == "cuda" and config["train"]["bf16"]
+    clip = study.eval.clip_x0 if study.eval.clip_x0 is not None else data.spec.is_image
+    if clip:
+        denoiser = ClippedDenoiser(denoiser, diffusion)
     metrics = [(label(registry, "metric", m), registry.from_table("metric", m)) for m in study.metrics]
-    summary = []
+    n = max([m.params.num_samples for _, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
+    if step != FINAL:
+        metrics = [(name, m) for name, m in metrics if m.cheap]
+    reference = data.test if study.eval.reference == "test" else data.train
+    summary: list[str] = []
+
+    def done(sampler: str, name: str) -> bool:
+        return store.eval_done(key, sampler, name, step, weights)
 
     def context(tag: str) -> EvalContext:
         gen = torch.Generator(device).manual_seed(_seed(config["seed"], tag) % 2**63)
         return EvalContext(data=data, denoiser=denoiser, diffusion=diffusion, device=device, cache_dir=cache_dir, generator=gen)
 
+    def real_for(metric: Metric) -> tuple[Tensor, Tensor]:
+        """(the split this metric compares with, the other real split: what its floor scores as samples)."""
+        real = data.train if metric.compares_with == "train" else reference
+        other = data.test if real is data.train else data.train
+        return as_saved(real, data.spec), as_saved(other, data.spec)
+
+    def record(sampler: str, name: str, values: dict[str, float], count: int, nfe: int | None, seconds: float) -> None:
+        store.add_metric(key, sampler, name, values, count, nfe, seconds, step, weights)
+        main = next(iter(values.items()))
+        where = "" if final else f" [{weights} step {step}]"
+        summary.append(f"{sampler if sampler != NO_SAMPLER else name} {main[0]}={main[1]:.4g}{where}")
+
     for name, metric in metrics:  # model diagnostics: no sampler involved
-        if not metric.needs_samples and not store.eval_done(key, NO_SAMPLER, name):
+        if not metric.needs_samples and not done(NO_SAMPLER, name):
             t0 = time.time()
-            values = metric.evaluate(None, data.test, context(name))
-            store.add_metric(key, NO_SAMPLER, name, values, metric.params.num_samples, None, time.time() - t0)
-            summary.append(f"{name} done")
+            record(NO_SAMPLER, name, metric.evaluate(None, data.test, context(name)), metric.params.num_samples, None,
+                   time.time() - t0)
+
+    for name, metric in metrics:  # the floor: real images in place of samples, at the same count
+        if final and metric.needs_samples and not done(REAL_DATA, name):
+            real, other = real_for(metric)
+            t0 = time.time()
+            floor = other[: metric.params.num_samples]
+            record(REAL_DATA, name, metric.evaluate(floor, real, context(name)), floor.shape[0], 0, time.time() - t0)
 
     for spec in study.samplers:
         s_label = label(registry, "sampler", spec)
-        todo = [(n, m) for n, m in metrics if m.needs_samples and not store.eval_done(key, s_label, n)]
+        todo = [(name, m) for name, m in metrics if m.needs_samples and not done(s_label, name)]
         grid_file = samples_path(run_dir, s_label)
-        want_grid = study.eval.grid_samples > 0 and not grid_file.exists()
+        want_grid = final and study.eval.grid_samples > 0 and not grid_file.exists()
         if not todo and not want_grid:
             continue
         sampler = registry.from_table("sampler", spec)
-        n = max([m.params.num_samples for _, m in todo] + [study.eval.grid_samples])
-        ctx = context(s_label)
-        batches = list(range(0, n, study.eval.batch_size))
-        T = diffusion.T
-        bar = tqdm(total=len(batches) * sampler.nfe(diffusion, T - 1), desc=f"  sample {s_label}", unit="nfe",
-                   disable=None if progress else True, leave=False)
-        counter = CountingDenoiser(denoiser, bar)
-        chunks, t0 = [], time.time()
-        for start in batches:
-            b = min(study.eval.batch_size, n - start)
-            x = torch.randn((b, *data.spec.shape), generator=ctx.generator, device=device)
-            with torch.inference_mode():  # no autograd bookkeeping on any of the T steps
-                chunks.append(sampler.sample(counter, diffusion, x, T - 1, ctx.generator).float().cpu())
-        bar.close()
-        samples, seconds = torch.cat(chunks), time.time() - t0
-        nfe = counter.calls // len(batches)
+        samples, nfe, seconds = draw_samples(sampler, denoiser, diffusion, data.spec, n, study.eval.batch_size,
+                                             config["seed"], device, f"  sample {s_label}", progress)
         if want_grid:
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)
         for m_label, metric in todo:
             k = metric.params.num_samples
-            real = data.test if getattr(metric.params, "reference", "train") == "test" else data.train
-            values = metric.evaluate(samples[:k], real, ctx)
-            store.add_metric(key, s_label, m_label, values, k, nfe, seconds * k / n)
-            main = next(iter(values.items()))
-            summary.append(f"{s_label} {main[0]}={main[1]:.4g} ({nfe} NFE)")
+            real, _ = real_for(metric)
+            record(s_label, m_label, metric.evaluate(samples[:k], real, context(s_label)), k, nfe, seconds * k / n)
+            summary[-1] += f" ({nfe} NFE)"
     return summary

@@ -7,6 +7,7 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,19 @@ def load_checkpoint(path: Path, device: torch.device) -> dict | None:
     return torch.load(path, map_location=device, weights_only=True) if path.exists() else None
 
 
+def ema_decay(ema: float, step: int) -> float:
+    """The EMA decay for the update after `step` completed steps: warms up from 0.1 so the evaluated
+    weights do not keep a share of the random initialisation (min(ema, (1 + n) / (10 + n)))."""
+    return min(ema, (1 + step) / (10 + step))
+
+
 def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_dir: Path, store: Store,
-               progress: bool = True) -> nn.Module:
-    """Train one cell to config['train']['steps'] and return its EMA weights (resuming if possible)."""
+               progress: bool = True, at_steps: tuple[int, ...] = (),
+               on_step: Callable[[int, nn.Module], None] | None = None) -> nn.Module:
+    """Train one cell to config['train']['steps'] and return its EMA weights (resuming if possible).
+
+    At each step of `at_steps` the cell is checkpointed, then `on_step(step, ema)` runs (learning
+    curves); a resumed cell first repeats the call for the step it stopped at (it skips finished work)."""
     tc = config["train"]
     device = pick_device(tc["device"])
     diffusion = parts.schedule.diffusion()
@@ -80,14 +91,21 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
         gen.set_state(ckpt["gen"].cpu())
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         step = int(ckpt["step"])
+    if on_step is not None and step in at_steps:
+        on_step(step, ema.eval())
     autocast = device.type == "cuda" and tc["bf16"]
     forward = torch.compile(module) if tc["compile"] else module
     x_data = data.train.to(device)
     weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float().to(device)
     ema_params, live_params = list(ema.parameters()), list(module.parameters())
     losses: list[tuple[int, float]] = []
-    started, seconds_before = time.time(), (store.cell(key) or {}).get("train_seconds", 0.0)
+    state = store.cell(key) or {}
+    started, seconds_before = time.time(), state.get("train_seconds", 0.0)
+    clipped = torch.zeros((), dtype=torch.long, device=device)  # summed on the device: no sync per step
+    clipped_before = state.get("clipped_steps", 0)
     bar = tqdm(total=tc["steps"], initial=step, desc="  train", unit="step", disable=None if progress else True, leave=False)
+    # without a terminal (CI, a log file) tqdm is silent: print a line every tenth of the run instead
+    log_lines = progress and bar.disable
     module.train()
     while step < tc["steps"]:
         lr = tc["lr"] * min(1.0, (step + 1) / tc["warmup"]) if tc["warmup"] else tc["lr"]
@@ -104,10 +122,10 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
         loss = (weights[t] * per_sample).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"])
+        clipped += torch.nn.utils.clip_grad_norm_(params, tc["grad_clip"]) > tc["grad_clip"]
         opt.step()
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, live_params, 1 - tc["ema"])
+            torch._foreach_lerp_(ema_params, live_params, 1 - ema_decay(tc["ema"], step))
         step += 1
         if step % tc["log_every"] == 0 or step == tc["steps"]:
             value = loss.item()
@@ -116,15 +134,21 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
             losses.append((step, value))
             bar.set_postfix(loss=f"{value:.4f}")
         bar.update(1)
-        if step % tc["checkpoint_every"] == 0 or step == tc["steps"]:
+        if log_lines and (step % max(1, tc["steps"] // 10) == 0 or step == tc["steps"]):
+            print(f"  train step {step}/{tc['steps']}, loss {loss.item():.4f}, {time.time() - started:.0f}s", flush=True)
+        if step % tc["checkpoint_every"] == 0 or step == tc["steps"] or step in at_steps:
             # losses first: a kill between the two writes then only means recomputing (and replacing,
             # with equal values) the losses after the previous checkpoint, never losing them
             store.add_losses(key, losses)
             _copy_buffers(ema, module)  # a resumed or rerun cell then evaluates the same EMA model
             save_atomic({"model": module.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                          "gen": gen.get_state(), "torch_rng": torch.get_rng_state(), "step": step}, ckpt_path)
-            store.update_cell(key, step=step, train_seconds=seconds_before + time.time() - started)
+            store.update_cell(key, step=step, train_seconds=seconds_before + time.time() - started,
+                              clipped_steps=clipped_before + int(clipped))
             losses = []
+            if on_step is not None and step in at_steps:
+                on_step(step, ema.eval())
+                module.train()
     bar.close()
     _copy_buffers(ema, module)
     return ema.eval()

@@ -1,7 +1,8 @@
 """Samplers: one short function per algorithm, the same signature for all (k-diffusion style).
 
 Each starts from x = x_{t_start} and calls the denoiser for Prediction(x0, eps); none
-knows which target the network was trained on.
+knows which target the network was trained on, and none clips: x0_hat clipping (DDPM's
+`clip_denoised`) is applied by the core at the denoiser seam (`eval.clip_x0`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from ablate import Denoiser, Diffusion, Sampler, hookimpl
+from ablate import AblateError, Denoiser, Diffusion, Sampler, hookimpl
 
 Variance = Literal["posterior", "beta"]
 
@@ -27,7 +28,7 @@ def _noise(x: Tensor, generator: torch.Generator) -> Tensor:
 
 def ancestral_steps(
     denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, t_stop: int,
-    generator: torch.Generator, variance: Variance = "posterior", clip_x0: bool = False,
+    generator: torch.Generator, variance: Variance = "posterior",
 ) -> Tensor:
     """Draw x_{t-1} ~ N(posterior_mean(x0_hat, x_t), sigma_t^2) for t = t_start .. t_stop + 1.
 
@@ -36,8 +37,6 @@ def ancestral_steps(
     var = diffusion.posterior_variance if variance == "posterior" else diffusion.betas
     for t in range(t_start, t_stop, -1):
         x0 = denoiser(x, _timestep(x, t)).x0
-        if clip_x0:
-            x0 = x0.clamp(-1, 1)
         mean = float(diffusion.posterior_mean_coef_x0[t]) * x0 + float(diffusion.posterior_mean_coef_xt[t]) * x
         x = mean + float(var[t]) ** 0.5 * _noise(x, generator) if t > 0 else mean
     return x
@@ -50,10 +49,9 @@ class Ancestral(Sampler):
 
     class Params(Sampler.Params):
         variance: Variance = Field("posterior", description="sigma_t^2: posterior variance beta~_t, or beta_t")
-        clip_x0: bool = Field(False, description="clip x0_hat to [-1, 1] at each step (images only)")
 
     def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
-        return ancestral_steps(denoiser, diffusion, x, t_start, -1, generator, self.params.variance, self.params.clip_x0)
+        return ancestral_steps(denoiser, diffusion, x, t_start, -1, generator, self.params.variance)
 
     def nfe(self, diffusion: Diffusion, t_start: int) -> int:
         return t_start + 1
@@ -70,16 +68,18 @@ class OneStep(Sampler):
     class Params(Sampler.Params):
         jump_at: int = Field(999, ge=0, description="timestep index at which to jump straight to x0_hat")
         variance: Variance = Field("posterior", description="sigma_t^2 of the ancestral steps before the jump")
-        clip_x0: bool = Field(False, description="clip x0_hat to [-1, 1]")
 
     def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
         jump = min(self.params.jump_at, t_start)
-        x = ancestral_steps(denoiser, diffusion, x, t_start, jump, generator, self.params.variance, self.params.clip_x0)
-        x0 = denoiser(x, _timestep(x, jump)).x0
-        return x0.clamp(-1, 1) if self.params.clip_x0 else x0
+        x = ancestral_steps(denoiser, diffusion, x, t_start, jump, generator, self.params.variance)
+        return denoiser(x, _timestep(x, jump)).x0
 
     def nfe(self, diffusion: Diffusion, t_start: int) -> int:
         return t_start - min(self.params.jump_at, t_start) + 1
+
+    def check(self, diffusion: Diffusion) -> None:
+        if self.params.jump_at >= diffusion.T:
+            raise AblateError(f"must be below schedule.T = {diffusion.T} (got {self.params.jump_at})", key="jump_at")
 
 
 def ddim_timesteps(t_start: int, steps: int) -> list[int]:

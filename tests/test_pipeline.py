@@ -23,11 +23,12 @@ import torch
 
 import ablate
 from ablate import cli
+from ablate.store import REAL_DATA
 from ablate.study import load_study
 
 DATA = Path(__file__).parent / "data"
 
-# T = 100 with beta_end = 0.2 still ends in (nearly) pure noise: abar_T ~ 4e-5.
+# T = 100: the linear schedule scales its ends by 1000/T (beta 1e-3 -> 0.2), so x_T is still noise: abar_T ~ 4e-5.
 GMM_BASE = """
 [study]
 name = "{name}"
@@ -47,7 +48,6 @@ depth = 2
 [schedule]
 name = "linear"
 T = 100
-beta_end = 0.2
 
 [train]
 steps = {steps}
@@ -75,7 +75,8 @@ timesteps = [0, 10, 50, 99]
 """
 
 GMM_KEYS = ["max_weight_error", "modes_covered", "nll", "off_mode_fraction", "std_ratio"]
-X0_KEYS = ["t=0", "t=10", "t=50", "t=99"]
+X0_KEYS = ["mean", "t=0", "t=10", "t=50", "t=99"]
+REAL = REAL_DATA  # the real-data floor: real images scored like samples
 
 
 def gmm_study(path: Path, name: str = "tiny_gmm", steps: int = 200, hidden: int = 32, checkpoint_every: int = 50,
@@ -116,7 +117,7 @@ def assert_no_duplicates(runs: Path) -> None:
 
 def name_of(label: str) -> str:
     """'one_step(jump_at=99)' -> 'one_step'."""
-    return label.split("(")[0]
+    return label if label == REAL_DATA else label.split("(")[0]
 
 
 def cli_process(study: Path, runs: Path, log: Path) -> subprocess.Popen:
@@ -162,8 +163,8 @@ def test_gmm_study_end_to_end(gmm_run):
     # one row per cell x sampler x metric key; x0_error_by_t needs no sampler ("-")
     got = sorted(zip(frame.arm, frame.sampler.map(name_of), frame.metric.map(name_of), frame.key, strict=True))
     want = sorted(
-        [(arm, s, "gmm_fit", k) for arm in ("epsilon", "x0") for s in ("ancestral", "one_step") for k in GMM_KEYS]
-        + [(arm, s, "fid", "fid") for arm in ("epsilon", "x0") for s in ("ancestral", "one_step")]
+        [(arm, s, "gmm_fit", k) for arm in ("epsilon", "x0") for s in ("ancestral", "one_step", REAL) for k in GMM_KEYS]
+        + [(arm, s, "fid", "fid") for arm in ("epsilon", "x0") for s in ("ancestral", "one_step", REAL)]
         + [(arm, "-", "x0_error_by_t", k) for arm in ("epsilon", "x0") for k in X0_KEYS]
     )
     assert got == want
@@ -251,7 +252,7 @@ dropout = 0.0
 [schedule]
 name = "linear"
 T = 20
-beta_end = 0.3
+beta_end = 0.015  # x 1000/T = 0.3
 
 [train]
 steps = 20
@@ -295,16 +296,19 @@ def test_digits_unet_end_to_end(tmp_path, monkeypatch):
     (tmp_path / "digits.toml").write_text(DIGITS)
     frame = ablate.run_study(tmp_path / "digits.toml", runs_dir=runs, progress=False)
 
-    assert sorted(zip(frame.metric, frame.key, strict=True)) == [
-        ("fid(num_samples=100)", "classifier_test_acc"), ("fid(num_samples=100)", "fid"),
-        ("fid(num_samples=50)", "classifier_test_acc"), ("fid(num_samples=50)", "fid"),
-    ]
-    assert set(frame.sampler) == {"ancestral"} and set(frame.nfe) == {20}
+    # each FID for the samples and for real training images (the floor) at the same count
+    assert sorted(zip(frame.sampler, frame.metric, frame.key, strict=True)) == sorted(
+        (s, f"fid(num_samples={n})", k) for s in ("ancestral", REAL_DATA) for n in (50, 100)
+        for k in ("classifier_test_acc", "fid"))
+    assert dict(zip(frame.sampler, frame.nfe, strict=True)) == {"ancestral": 20, REAL_DATA: 0}
     acc = frame[frame.key == "classifier_test_acc"].value
     assert (acc > 0.8).all() and acc.nunique() == 1
     assert (frame[frame.key == "fid"].value >= 0).all()
-    # trained once (by the first FID), then read from runs/cache by the second
-    assert cached_before_call == [False, True]
+    # real digits score far better than 20 steps of training
+    fids = frame[frame.key == "fid"].groupby("sampler").value.max()
+    assert fids[REAL_DATA] < fids["ancestral"]
+    # trained once (by the first FID), then read from runs/cache by the others
+    assert cached_before_call == [False, True, True, True]
     assert len(list((runs / "cache").glob("classifier-digits-*.pt"))) == 1
     (key,) = set(frame.cell)
     assert query(runs, "SELECT status, step, num_params > 0 FROM cells") == [("done", 20, 1)]
@@ -359,7 +363,7 @@ def test_resume_after_sigkill_in_training(tmp_path):
     assert [s for _, s, _ in losses(runs)] == list(range(10, steps + 1, 10))
     assert_no_duplicates(runs)
     assert query(runs, "SELECT finished IS NOT NULL FROM runs ORDER BY id") == [(0,), (1,)]
-    want = {("ancestral", "gmm_fit", k) for k in GMM_KEYS} | {("-", "x0_error_by_t", k) for k in X0_KEYS}
+    want = {(s, "gmm_fit", k) for s in ("ancestral", REAL) for k in GMM_KEYS} | {("-", "x0_error_by_t", k) for k in X0_KEYS}
     assert {(s, name_of(m), k) for _, s, m, k, *_ in metric_values(runs)} == want
     assert len(frame) == len(want)
 
@@ -446,7 +450,7 @@ jump_at = 50
     # trained; the diagnostic and the first sampler were evaluated before the kill, the rest not
     assert query(runs, "SELECT status, step FROM cells") == [("trained", 100)]
     done = query(runs, "SELECT sampler, metric, finished FROM evals ORDER BY 1, 2")
-    assert [(s, name_of(m)) for s, m, _ in done] == [("-", "x0_error_by_t"), ("ancestral", "gmm_fit")]
+    assert [(s, name_of(m)) for s, m, _ in done] == [("-", "x0_error_by_t"), ("ancestral", "gmm_fit"), (REAL, "gmm_fit")]
     train_seconds = query(runs, "SELECT train_seconds FROM cells")
     loss_rows = losses(runs)
     assert_no_duplicates(runs)
@@ -459,15 +463,16 @@ jump_at = 50
     after = query(runs, "SELECT sampler, metric, finished FROM evals ORDER BY 1, 2")
     assert set(done) <= set(after)  # the evaluations done before the kill were kept, not redone
     assert sorted((name_of(s), name_of(m)) for s, m, _ in after) == [
-        ("-", "x0_error_by_t"), ("ancestral", "gmm_fit"), ("kill_once", "gmm_fit"), ("one_step", "gmm_fit")]
+        ("-", "x0_error_by_t"), ("ancestral", "gmm_fit"), ("kill_once", "gmm_fit"), ("one_step", "gmm_fit"),
+        (REAL, "gmm_fit")]
     assert_no_duplicates(runs)
-    want = {(s, "gmm_fit", k) for s in ("ancestral", "kill_once", "one_step") for k in GMM_KEYS}
+    want = {(s, "gmm_fit", k) for s in ("ancestral", "kill_once", "one_step", REAL) for k in GMM_KEYS}
     want |= {("-", "x0_error_by_t", k) for k in X0_KEYS}
     got = [(name_of(s), name_of(m), k) for _, s, m, k, *_ in metric_values(runs)]
     assert sorted(got) == sorted(want)
     assert sorted(zip(frame.sampler.map(name_of), frame.metric.map(name_of), frame.key, strict=True)) == sorted(want)
     assert query(runs, "SELECT finished IS NOT NULL FROM runs ORDER BY id") == [(0,), (1,)]
-    nfe = dict(query(runs, "SELECT sampler, MAX(nfe) FROM metrics WHERE sampler != '-' GROUP BY sampler"))
+    nfe = dict(query(runs, "SELECT sampler, MAX(nfe) FROM metrics WHERE sampler NOT IN (?, ?) GROUP BY sampler", ("-", REAL)))
     assert {name_of(s): n for s, n in nfe.items()} == {"ancestral": 100, "kill_once": 1, "one_step": 50}
 
 
