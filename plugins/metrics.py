@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ablate import AblateError, Data, EvalContext, Metric, hookimpl
+from ablate import AblateError, Data, DataSpec, EvalContext, KeySpec, Metric, hookimpl
 
 INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"
@@ -96,17 +98,34 @@ class Flatten(nn.Module):
 
 
 def _to_uint8_rgb(x: Tensor) -> Tensor:
+    """InceptionV3's input: 8-bit RGB (the samples are already quantised, so this loses nothing)."""
     x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
 
+def _as_float(x: Tensor) -> Tensor:
+    return x.float()
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A feature path: what torchmetrics gets as `feature`, and how a [-1, 1] batch becomes its input."""
+
+    feature: nn.Module | int
+    prepare: Callable[[Tensor], Tensor]
+    inception: bool = False
+    extra: dict[str, float] = field(default_factory=dict)
+
+
 class _FeatureMetric(Metric):
-    """Shared setup of FID and KID: the feature extractor and the batched updates."""
+    """Shared setup of FID and KID: the feature extractor and the batched updates.
+
+    Samples and real images arrive scored as saved (clamped and 8-bit quantised for images) and
+    are compared with the evaluation's reference split (held-out by default)."""
 
     class Params(Metric.Params):
         features: Features = Field("classifier", description="'classifier' (trained on the dataset), 'inception' (InceptionV3 weights) or 'raw'")
         inception_weights: str | None = Field(None, description=f"local InceptionV3 weights file for features='inception' (or ${INCEPTION_ENV})")
-        reference: Literal["train", "test"] = Field("train", description="real split the samples are compared with")
 
     def _inception_kwargs(self) -> dict:
         path = self.params.inception_weights or os.environ.get(INCEPTION_ENV)
@@ -114,31 +133,31 @@ class _FeatureMetric(Metric):
             raise AblateError(f"Inception weights file not found: {path}", key="metric.inception_weights")
         return {"feature_extractor_weights_path": str(Path(path).expanduser())} if path else {}
 
-    def _metric(self, ctx: EvalContext, n: int):
+    def _metric(self, extractor: Extractor, n: int, ctx: EvalContext):
+        """The torchmetrics object for this extractor and sample count."""
         raise NotImplementedError
 
-    def _extractor(self, ctx: EvalContext) -> tuple[nn.Module | int, dict[str, float]]:
+    def _extractor(self, ctx: EvalContext) -> Extractor:
         if self.params.features == "classifier":
             model, acc = trained_classifier(ctx.data, ctx.cache_dir)
-            return model, {"classifier_test_acc": acc}
+            return Extractor(model, _as_float, extra={"classifier_test_acc": acc})
         if self.params.features == "raw":
-            return Flatten(math.prod(ctx.data.spec.shape)), {}
+            return Extractor(Flatten(math.prod(ctx.data.spec.shape)), _as_float)
         if not ctx.data.spec.is_image:
             raise AblateError("features = 'inception' needs image data", key="metric.features")
-        return 2048, {}
+        return Extractor(2048, _to_uint8_rgb, inception=True)
 
-    def _score(self, metric, samples: Tensor, real: Tensor, batch: int = 500) -> None:
-        prep = _to_uint8_rgb if self.params.features == "inception" else (lambda x: x.float())
+    def _score(self, metric, extractor: Extractor, samples: Tensor, real: Tensor, batch: int = 500) -> None:
         for imgs, is_real in ((real, True), (samples, False)):
             for chunk in imgs.cpu().split(batch):
-                metric.update(prep(chunk), real=is_real)
+                metric.update(extractor.prepare(chunk), real=is_real)
 
     def _build(self, ctx: EvalContext, n: int):
-        feature, extra = self._extractor(ctx)
+        extractor = self._extractor(ctx)
         try:
-            return self._metric(feature, n, ctx), extra
+            return self._metric(extractor, n, ctx), extractor
         except (OSError, RuntimeError, ValueError) as exc:
-            if feature != 2048:
+            if not extractor.inception:
                 raise
             raise AblateError(
                 f"could not load the InceptionV3 weights ({type(exc).__name__}: {exc}). Offline, download {INCEPTION_URL} "
@@ -154,44 +173,74 @@ class FID(_FeatureMetric):
     published Inception FIDs."""
 
     name = "fid"
+    keys = {"fid": KeySpec("lower", "headline", nonnegative=True, description="Frechet distance of feature statistics"),
+            "classifier_test_acc": KeySpec(description="held-out accuracy of the feature classifier")}
 
-    def _metric(self, feature, n: int, ctx: EvalContext):
+    def _metric(self, extractor: Extractor, n: int, ctx: EvalContext):
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        kwargs = self._inception_kwargs() if feature == 2048 else {}
-        return FrechetInceptionDistance(feature=feature, **kwargs)
+        kwargs = self._inception_kwargs() if extractor.inception else {}
+        return FrechetInceptionDistance(feature=extractor.feature, **kwargs)
 
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         assert samples is not None
-        metric, extra = self._build(ctx, samples.shape[0])
-        self._score(metric, samples, real)
-        return {"fid": float(metric.compute()), **extra}
+        metric, extractor = self._build(ctx, samples.shape[0])
+        self._score(metric, extractor, samples, real)
+        return {"fid": float(metric.compute()), **extractor.extra}
 
 
 class KID(_FeatureMetric):
     """Kernel (polynomial MMD) distance between feature sets: unbiased, so usable at small sample counts."""
 
     name = "kid"
+    keys = {"kid": KeySpec("lower", "headline", nonnegative=True, description="kernel distance (unbiased MMD^2)"),
+            "kid_std": KeySpec(description="spread of KID over its subsets"),
+            "classifier_test_acc": KeySpec(description="held-out accuracy of the feature classifier")}
 
     class Params(_FeatureMetric.Params):
         subset_size: int = Field(500, ge=2, description="subset size of the KID estimate (capped at the sample count)")
         subsets: int = Field(50, ge=1, description="number of subsets averaged")
 
-    def _metric(self, feature, n: int, ctx: EvalContext):
+    def _metric(self, extractor: Extractor, n: int, ctx: EvalContext):
         from torchmetrics.image.kid import KernelInceptionDistance
 
-        kwargs = self._inception_kwargs() if feature == 2048 else {}
-        size = min(self.params.subset_size, n, ctx.data.train.shape[0])
-        return KernelInceptionDistance(feature=feature, subsets=self.params.subsets, subset_size=size, **kwargs)
+        kwargs = self._inception_kwargs() if extractor.inception else {}
+        size = min(self.params.subset_size, n)
+        return KernelInceptionDistance(feature=extractor.feature, subsets=self.params.subsets, subset_size=size, **kwargs)
 
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         assert samples is not None
         with torch.random.fork_rng():
             torch.manual_seed(0)  # KID draws its subsets with the global RNG
-            metric, extra = self._build(ctx, samples.shape[0])
-            self._score(metric, samples, real)
+            metric, extractor = self._build(ctx, min(samples.shape[0], real.shape[0]))
+            self._score(metric, extractor, samples, real)
             mean, std = metric.compute()
-        return {"kid": float(mean), "kid_std": float(std), **extra}
+        return {"kid": float(mean), "kid_std": float(std), **extractor.extra}
+
+
+class NearestNeighbour(Metric):
+    """Distance from each sample to its nearest training image: a model that copies its training set
+    scores far below held-out real images (the real-data row of this metric)."""
+
+    name = "nearest_neighbour"
+    compares_with = "train"
+    keys = {"nn_distance": KeySpec(description="mean RMS distance (per value) to the nearest training image"),
+            "close_copies": KeySpec("lower", "diagnostic", nonnegative=True,
+                                    description="share of samples nearer a training image than 99% of held-out images are")}
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        assert samples is not None
+        train = real.flatten(1).double()  # compares_with = "train": `real` is the training split as saved
+        dist = _nearest(samples.flatten(1).double(), train)
+        held_out = _nearest(ctx.data.test.flatten(1).double(), train)
+        threshold = torch.quantile(held_out, 0.01)
+        return {"nn_distance": float(dist.mean()), "close_copies": float((dist < threshold).double().mean())}
+
+
+def _nearest(x: Tensor, ref: Tensor, chunk: int = 1024) -> Tensor:
+    """RMS (per value) distance of each row of x to its nearest row of ref."""
+    exact = "donot_use_mm_for_euclid_dist"  # a copy must come out at distance 0, not at rounding noise
+    return torch.cat([torch.cdist(part, ref, compute_mode=exact).min(1).values for part in x.split(chunk)]) / math.sqrt(x.shape[1])
 
 
 class X0ErrorByT(Metric):
@@ -199,6 +248,9 @@ class X0ErrorByT(Metric):
 
     name = "x0_error_by_t"
     needs_samples = False
+    cheap = True
+    keys = {"t=*": KeySpec("lower", "curve", nonnegative=True, description="E||x0_hat - x0||^2 per value at timestep t"),
+            "mean": KeySpec("lower", "diagnostic", nonnegative=True, description="mean of the per-t errors")}
 
     class Params(Metric.Params):
         num_samples: int = Field(512, ge=2, description="held-out points used at each t")
@@ -216,23 +268,52 @@ class X0ErrorByT(Metric):
             eps = torch.randn(x0.shape, generator=ctx.generator, device=ctx.generator.device).to(x0.device)
             pred = ctx.denoiser(ctx.diffusion.q_sample(x0, tt, eps), tt)
             out[f"t={t}"] = float((pred.x0.float() - x0).pow(2).mean())
+        out["mean"] = sum(out.values()) / len(out)
         return out
 
 
 class GMMFit(Metric):
-    """How well 2-D samples reproduce the true mixture: modes covered, mode-weight error, spread."""
+    """How well samples reproduce the true 2-D mixture: NLL, modes covered, mode-weight error, spread.
+
+    Lifted data (spec.lift = P): samples are scored through z = P^T x, and off_manifold is the energy
+    ||(I - P P^T) x||^2 the samples put off the data's plane. The headline is the NLL under the true
+    mixture: off-mode samples raise it steeply, which max_weight_error does not see; note it would also
+    reward samples collapsed onto the means, which std_ratio < 1 shows."""
 
     name = "gmm_fit"
+    keys = {
+        "nll": KeySpec("lower", "headline", description="mean negative log-likelihood of the samples under the true mixture"),
+        "modes_covered": KeySpec("higher", "diagnostic", nonnegative=True,
+                                 description="share of modes that get at least min_share of their true weight"),
+        "max_weight_error": KeySpec("lower", "diagnostic", nonnegative=True,
+                                    description="largest |sample share - true weight| over the modes"),
+        "off_mode_fraction": KeySpec("lower", "diagnostic", nonnegative=True,
+                                     description="share of samples outside the 0.999 ellipse of their nearest mode"),
+        "off_manifold": KeySpec("lower", "diagnostic", nonnegative=True,
+                                description="mean ||(I - P P^T) x||^2: energy off the data's plane (lifted data only)"),
+        "std_ratio": KeySpec("none", "diagnostic", description="spread within a mode / its true std (1 is right)"),
+    }
 
     class Params(Metric.Params):
         num_samples: int = Field(4000, ge=2, description="samples generated per sampler")
         min_share: float = Field(0.25, gt=0, description="a mode is covered when it gets this share of its true weight")
 
+    def check(self, spec: DataSpec) -> None:
+        if spec.mixture is None:
+            raise AblateError(f"gmm_fit needs a dataset with a known mixture (e.g. gmm2d); {spec.name!r} has none")
+
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         mix = ctx.data.spec.mixture
         if mix is None or samples is None:
-            raise AblateError(f"gmm_fit needs a dataset with a known mixture (gmm2d), not {ctx.data.spec.name!r}", key="metric.name")
-        x = samples.double().cpu()[:, None, :]
+            raise AblateError(f"gmm_fit needs a dataset with a known mixture (gmm2d, gmm_lifted), not {ctx.data.spec.name!r}",
+                              key="metric.name")
+        x = samples.double().cpu().flatten(1)
+        lifted = {}
+        if ctx.data.spec.lift is not None:
+            lift = ctx.data.spec.lift
+            x, flat = x @ lift, x
+            lifted["off_manifold"] = float((flat - x @ lift.T).pow(2).sum(1).mean())
+        x = x[:, None, :]
         z2 = ((x - mix.means[None]) / mix.stds[None]).pow(2).sum(-1)  # [N, K] squared Mahalanobis
         log_comp = -0.5 * z2 - mix.stds.log().sum(-1)[None] - math.log(2 * math.pi) + mix.weights.log()[None]
         k = log_comp.argmax(1)
@@ -245,9 +326,10 @@ class GMMFit(Metric):
             "off_mode_fraction": float(1 - on_mode.double().mean()),
             "nll": float(-torch.logsumexp(log_comp, 1).mean()),
             "std_ratio": float(sum(stds) / len(stds)) if stds else float("nan"),
+            **lifted,
         }
 
 
 @hookimpl
 def ablate_metrics() -> list[type]:
-    return [FID, KID, X0ErrorByT, GMMFit]
+    return [FID, KID, NearestNeighbour, X0ErrorByT, GMMFit]
