@@ -7,6 +7,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,14 +50,46 @@ def save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+CHECKPOINT_KEYS = {"model", "ema", "opt", "gen", "torch_rng", "step"}
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict | None:
-    return torch.load(path, map_location=device, weights_only=True) if path.exists() else None
+    """The checkpoint, or None when there is none or it cannot be read (truncated, corrupted, or holding
+    anything but tensors: weights_only=True never runs pickled code). An unreadable one is moved aside
+    to `<name>.corrupt` with a warning, and the cell trains again from scratch."""
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        missing = CHECKPOINT_KEYS - set(ckpt) if isinstance(ckpt, dict) else CHECKPOINT_KEYS
+        if missing:
+            raise ValueError(f"missing {', '.join(sorted(missing))}")
+    except Exception as exc:  # whatever the damage, the cell's own config can rebuild it
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        warnings.warn(f"checkpoint {path} is unreadable ({type(exc).__name__}: {reason}); moved to {aside.name}, "
+                      "training this cell again from scratch", stacklevel=2)
+        return None
+    return ckpt
 
 
 def ema_decay(ema: float, step: int) -> float:
     """The EMA decay for the update after `step` completed steps: warms up from 0.1 so the evaluated
     weights do not keep a share of the random initialisation (min(ema, (1 + n) / (10 + n)))."""
     return min(ema, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def trivial_loss(parts: Parts, diffusion, x_data: torch.Tensor, weights: torch.Tensor, seed: int, n: int = 8192) -> float:
+    """The training loss of a network that outputs 0 (for epsilon: 1.0): a cell whose final loss is not
+    below it has learnt nothing. Its own random stream, so the training draws are untouched."""
+    gen = torch.Generator(x_data.device).manual_seed(seed + 7919)
+    x0 = x_data[torch.randint(x_data.shape[0], (n,), generator=gen, device=x_data.device)]
+    t = torch.randint(diffusion.T, (n,), generator=gen, device=x_data.device)
+    eps = torch.randn(x0.shape, generator=gen, device=x_data.device)
+    target = parts.target.training_target(diffusion, x0, eps, t).float()
+    return float((weights[t] * target.pow(2).flatten(1).mean(1)).mean())
 
 
 def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_dir: Path, store: Store,
@@ -97,6 +130,8 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
     forward = torch.compile(module) if tc["compile"] else module
     x_data = data.train.to(device)
     weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float().to(device)
+    if step == 0:
+        store.update_cell(key, trivial_loss=trivial_loss(parts, diffusion, x_data, weights, config["seed"]))
     ema_params, live_params = list(ema.parameters()), list(module.parameters())
     losses: list[tuple[int, float]] = []
     state = store.cell(key) or {}

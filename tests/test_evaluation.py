@@ -209,3 +209,18 @@ def test_learning_curves_raw_weights_and_clipping_are_recorded(tmp_path):
     sampled = {(sampler, s, w) for sampler, m, s, w in rows if m.startswith("gmm_fit")}
     assert sampled == {("ddim(steps=5)", -1, "ema"), ("ddim(steps=5)", -1, "raw"), (REAL_DATA, -1, "ema")}
     assert steps == 60 and clipped == 60  # a 0.01 norm limit clips every step
+
+
+@pytest.mark.parametrize("target, expected", [("epsilon", 1.0), ("x0", (0.75**2 + 2 * 0.06**2) / 2)])
+def test_trivial_loss_is_the_closed_form(registry, target, expected):
+    """Predicting 0 costs E[eps^2] = 1 for epsilon and E[x0^2] per value for x0 (gmm2d on a ring of
+    radius 0.75, std 0.06): the line a trained cell's loss must be below."""
+    from ablate.train import Parts, trivial_loss
+
+    parts = Parts(registry.create("schedule", "linear"), registry.create("target", target),
+                  registry.create("weighting", "simple"), registry.create("model", "mlp"))
+    diffusion = parts.schedule.diffusion()
+    data = registry.create("dataset", "gmm2d").load()
+    weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float()
+    got = trivial_loss(parts, diffusion, data.train, weights, seed=0, n=200_000)
+    assert got == pytest.approx(expected, rel=0.01)
