@@ -18,8 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ablate.contrasts import ContrastSpec, check
 from ablate.errors import AblateError, StudyError
 from ablate.plugins import Registry, load_registry
+from ablate.store import REAL_DATA
 
 PLUGIN_SECTIONS = {"data": "dataset", "model": "model", "schedule": "schedule", "target": "target",
                    "weighting": "weighting", "executor": "executor"}
@@ -71,6 +73,7 @@ class StudyModel(_Strict):
     arm: list[dict[str, Any]] = []
     sampler: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "ancestral"}])
     metric: list[dict[str, Any]] = []
+    contrast: list[dict[str, Any]] = []
     profiles: dict[str, dict[str, Any]] = {}
 
 
@@ -101,6 +104,7 @@ class Study:
     executor: dict[str, Any]
     plugin_files: list[Path]
     registry: Registry
+    contrasts: list[dict[str, Any]]
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -299,9 +303,11 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise StudyError("two grid cells resolve to the same config; remove the duplicate option", file=file, key="grid")
+    contrasts = _contrasts(model.contrast, cells, lists, registry, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, samplers=lists["sampler"], metrics=lists["metric"], eval=model.eval,
-                 executor=resolved["executor"], plugin_files=plugin_files, registry=registry)
+                 executor=resolved["executor"], plugin_files=plugin_files, registry=registry,
+                 contrasts=contrasts)
 
 
 def _flatten_plugins(table: dict[str, Any]) -> dict[str, Any]:
@@ -347,3 +353,29 @@ def _recheck(config: dict[str, Any], registry: Registry, axes: list[str]) -> lis
             errors += _errors(exc, "grid (train)")
     return errors
 
+
+def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], lists: dict[str, list[dict[str, Any]]],
+               registry: Registry, file: str) -> list[dict[str, Any]]:
+    """Validate the `[[contrast]]` tables against the expanded arms, the sampler labels and the metrics'
+    declared keys; resolve the default sampler so the run's settings say exactly what was declared."""
+    arms = list(dict.fromkeys(c.arm for c in cells))
+    samplers = [label(registry, "sampler", s) for s in lists["sampler"]]
+    metric_classes = [registry.get("metric", m["name"]) for m in lists["metric"]]
+    declared = [cls.keys for cls in metric_classes]
+    errors, resolved = [], []
+    for i, table in enumerate(tables):
+        try:
+            spec = ContrastSpec.model_validate(table)
+        except ValidationError as exc:
+            errors += _errors(exc, f"contrast[{i}]")
+            continue
+        errors += [f"contrast[{i}].{e}" for e in check(spec, arms, [*samplers, REAL_DATA])]
+        if declared and all(declared) and not any(cls.key_spec(spec.metric) for cls in metric_classes):
+            keys = ", ".join(dict.fromkeys(k for d in declared for k in d))
+            errors.append(f"contrast[{i}].metric: no metric of this study outputs {spec.metric!r}; declared keys: {keys}")
+        if spec.over == "arm" and spec.sampler is None and samplers:
+            spec = spec.model_copy(update={"sampler": samplers[0]})
+        resolved.append(spec.model_dump())
+    if errors:
+        raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+    return resolved
