@@ -142,6 +142,39 @@ class Store:
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
         return pd.read_sql_query(sql, self.db, params=params)
 
+    def studies(self) -> list[str]:
+        return self.frame("SELECT DISTINCT study FROM runs ORDER BY study").study.tolist()
+
+    def profiles(self, study: str) -> list[str]:
+        """The profiles a study was run with, in the order first run."""
+        return list(dict.fromkeys(self.frame("SELECT profile FROM runs WHERE study=? ORDER BY id", (study,)).profile))
+
+    def run(self, run_id: int) -> pd.Series:
+        """One row of the runs table (study, profile, study_file, started, finished, hardware, plugins, settings)."""
+        return self.frame("SELECT * FROM runs WHERE id=?", (run_id,)).iloc[0]
+
+    def run_cells(self, run_id: int) -> pd.DataFrame:
+        """The cells of a run in the order run: cell, arm, seed, config, status, reason, train_seconds, num_params."""
+        return self.frame("SELECT rc.cell, rc.arm, rc.seed, c.config, c.status, c.reason, c.train_seconds, c.num_params "
+                          "FROM run_cells rc JOIN cells c ON c.key = rc.cell WHERE rc.run=? ORDER BY rc.rowid", (run_id,))
+
+    def worker_hardware(self, study: str, profile: str) -> dict[str, Any]:
+        """The hardware of the run that did the work (the longest), not of a rerun that only skipped finished cells."""
+        row = self.db.execute("SELECT hardware FROM runs WHERE study=? AND profile=? ORDER BY "
+                              "COALESCE(finished, started) - started DESC LIMIT 1", (study, profile)).fetchone()
+        return json.loads(row[0] or "{}") if row else {}
+
+    def wall_seconds(self, study: str, profile: str) -> float | None:
+        """Wall-clock seconds of the completed runs of a study and profile, summed (None: none completed)."""
+        row = self.db.execute("SELECT SUM(finished - started) FROM runs WHERE study=? AND profile=? "
+                              "AND finished IS NOT NULL", (study, profile)).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def losses(self, cells: list[str]) -> pd.DataFrame:
+        """Training losses (cell, step, loss) of the given cells, by step."""
+        marks = ",".join("?" * len(cells))
+        return self.frame(f"SELECT cell, step, loss FROM losses WHERE cell IN ({marks}) ORDER BY step", tuple(cells))
+
     def latest_run(self, study: str, profile: str | None = None) -> int | None:
         """The newest run of a study (and profile): its cells are the study's current configuration."""
         sql, params = "SELECT id FROM runs WHERE study=?", (study,)

@@ -74,7 +74,7 @@ def test_report_tables_from_store_and_regeneration(tmp_path):
     _, p = welch(a, b)
     verdict = "significant" if p < 0.05 else "not significant"
     assert f"x0 is worse by 11, 100% ({verdict}" in text
-    for png in ("fid_vs_nfe.png", "x0_error_by_t.png", "loss_curves.png"):
+    for png in ("fid_by_arm.png", "x0_error_by_t.png", "loss_curves.png"):
         assert (out / "demo" / png).stat().st_size > 1000
     assert "[demo](demo/README.md)" in (out / "README.md").read_text()
     assert main(["report", "--runs-dir", str(runs), "--out", str(out)]) == 0

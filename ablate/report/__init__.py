@@ -1,0 +1,69 @@
+"""`ablate report`: README.md + PNG plots per study and profile, generated from the results store alone.
+
+Every number and the conclusion sentence come from the store; nothing is written by hand. The job is
+split in layers: `data` reads the store into a `ReportData`, `text` writes the markdown, `plots` the
+figures, and `index` keeps the sidecars from which the reports index and the cross-profile links are built.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from ablate.errors import AblateError
+from ablate.report import data as report_data
+from ablate.report import index, plots, text
+from ablate.store import Store
+
+
+def study_names(paths: list[str], store: Store) -> list[str]:
+    if not paths:
+        return store.studies()
+    names = []
+    for p in paths:
+        try:
+            names.append(tomllib.loads(Path(p).read_text())["study"]["name"])
+        except FileNotFoundError:
+            raise AblateError("study file not found", file=p) from None
+        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            raise AblateError(f"cannot read study.name ({exc})", file=p, key="study.name") from None
+    return names
+
+
+def write_reports(paths: list[str], runs_dir: str | Path = "runs", out_dir: str | Path = "reports") -> list[Path]:
+    """Regenerate the reports of the given studies (default: every study in the store) and the index.
+
+    Reports on disk that this store cannot regenerate (another machine's profile) are kept and linked."""
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    db = runs_dir / "ablate.db"
+    if not db.exists():
+        raise AblateError(f"no results store at {db}; run `ablate run STUDY` first (or pass --runs-dir)")
+    store = Store(db)
+    written: list[Path] = []
+    try:
+        for name in study_names(paths, store):
+            profiles = store.profiles(name)
+            if not profiles:
+                raise AblateError(f"no runs of study {name!r} in {db}")
+            placed = index.folders(name, profiles, index.read(out_dir))
+            for profile in sorted(profiles, key=index.profile_order):
+                folder = placed[profile]
+                data = report_data.load(store, name, profile, runs_dir)
+                path, conclusion = write_report(data, out_dir / folder, index.links(folder, placed))
+                index.write(out_dir, index.Entry(name, profile, data.hardware_label, conclusion, f"{folder}/README.md"))
+                written.append(path)
+    finally:
+        store.close()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written.append(index.write_index(out_dir))
+    return written
+
+
+def write_report(data: report_data.ReportData, folder: Path, others: list[tuple[str, str]]) -> tuple[Path, str]:
+    """One report's README.md and plots (replacing its old plots); returns its path and conclusion."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    markdown, conclusion = text.render(data, others, plots.draw(data, folder))
+    (folder / "README.md").write_text(markdown)
+    return folder / "README.md", conclusion

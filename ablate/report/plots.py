@@ -1,0 +1,217 @@
+"""The report's plots layer: one figure builder per plot, each reading only a `ReportData`.
+
+Figures use matplotlib's object API with constrained layout (no pyplot state, no backend switch), so
+every label is laid out inside the canvas; the builders return the figure for tests and `draw` saves them.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from ablate.report.data import Plot, ReportData
+from ablate.stats import Summary, mean_ci
+from ablate.store import NO_SAMPLER, REAL_DATA
+
+DPI = 110
+WIDE_RANGE = 100.0  # max/min ratio from which a positive metric is drawn on a log axis
+
+
+def draw(data: ReportData, folder: Path) -> list[Plot]:
+    """Build and save every plot the data supports; returns them in report order."""
+    plots = []
+    builders = [lambda: metric_figure(data, data.primary) if data.primary else None,
+                lambda: x0_error_figure(data), lambda: loss_figure(data), lambda: samples_figure(data)]
+    for build in builders:
+        made = build()
+        if made:
+            plot, fig = made
+            fig.savefig(folder / plot.file, dpi=DPI)
+            plots.append(plot)
+    return plots
+
+
+def _log_scale(ax: Axes, axis: str, lo: float, hi: float) -> None:
+    """A log axis whose ticks carry readable values: 1-2-5 labels when it spans few decades."""
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    if lo > 0 and hi / lo < 1e3:
+        target = ax.yaxis if axis == "y" else ax.xaxis
+        target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        target.set_minor_formatter(NullFormatter())
+
+
+def _wants_log(values: list[float]) -> bool:
+    finite = [v for v in values if math.isfinite(v)]
+    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) >= WIDE_RANGE
+
+
+def _errorbars(ax: Axes, xs: list[float], stats: list[Summary], log: bool, **style) -> bool:
+    """Mean ± 95% CI half-width; on a log axis a CI reaching 0 or below is drawn to the axis floor and marked
+    with a downward triangle (its true lower end is off the axis). Returns whether any was clipped."""
+    means = [s.mean for s in stats]
+    half = [s.half_width if s.n > 1 and math.isfinite(s.half_width) else 0.0 for s in stats]
+    low = [m - h for m, h in zip(means, half, strict=True)]
+    clipped = [log and lo <= 0 for lo in low]
+    if any(clipped):
+        floor = 0.5 * min([v for v in low + means if v > 0])
+        low = [floor if c else lo for lo, c in zip(low, clipped, strict=True)]
+        ax.plot([x for x, c in zip(xs, clipped, strict=True) if c], [floor] * sum(clipped), "v",
+                color=style.get("color", "black"), markersize=7)
+    ax.errorbar(xs, means, yerr=[np.subtract(means, low), half], capsize=3, **style)
+    return any(clipped)
+
+
+def _finish(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str, clipped: bool = False) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    handles, labels = ax.get_legend_handles_labels()
+    if clipped:
+        handles.append(Line2D([], [], marker="v", linestyle="", color="black"))
+        labels.append("CI reaches ≤ 0 (off the log axis)")
+    if handles:  # outside the axes, so it hides no data; only the clipping note: below, to keep the plot wide
+        fig.legend(handles, labels, loc="outside right upper" if len(handles) > clipped else "outside lower center",
+                   fontsize=8)
+
+
+def metric_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
+    """Against NFE when the samplers differ in NFE; otherwise one point with its CI per arm/sampler."""
+    groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]
+    if not groups:
+        return None
+    if len({data.nfe(*g) for g in groups} - {None}) > 1:
+        return _metric_vs_nfe(data, key, groups)
+    return _metric_by_group(data, key, groups)
+
+
+def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
+    fig = Figure(figsize=(7.6, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    stats = {g: data.summary(*g, key) for g in groups}
+    log = _wants_log([v for s in stats.values() for v in (s.mean, s.high)])
+    clipped = False
+    for arm in data.arms:
+        pts = sorted((data.nfe(*g), stats[g], g[1]) for g in groups if g[0] == arm and data.nfe(*g) is not None)
+        if not pts:
+            continue
+        if len(data.arms) == 1:  # one arm: a legend entry per sampler, no labels on crowded points
+            ax.plot([p[0] for p in pts], [p[1].mean for p in pts], color="0.6", zorder=1)
+            for i, (x, s, sampler) in enumerate(pts):
+                clipped |= _errorbars(ax, [x], [s], log, marker="os^D<>ph*X"[i % 10], linestyle="",
+                                      color=f"C{i % 10}", label=sampler)
+        else:
+            clipped |= _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], log, marker="o", label=arm)
+    ax.set_xscale("log")
+    if log:
+        _log_scale(ax, "y", *_range([v for s in stats.values() for v in (s.low, s.mean, s.high)]))
+    _finish(fig, ax, "network evaluations per sample (NFE)", f"{key} (mean ± 95% CI)",
+            f"{key} against the number of network evaluations", clipped)
+    return Plot(f"{key} vs NFE", f"{key}_vs_nfe.png"), fig
+
+
+def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
+    names = [data.group_name(*g) for g in groups]
+    fig = Figure(figsize=(max(5.6, 1.0 + 0.9 * len(groups)), 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    stats = [data.summary(*g, key) for g in groups]
+    log = _wants_log([v for s in stats for v in (s.mean, s.high)])
+    clipped = False
+    for i, s in enumerate(stats):
+        clipped |= _errorbars(ax, [i], [s], log, marker="o", color=f"C{i % 10}")
+    if log:
+        _log_scale(ax, "y", *_range([v for s in stats for v in (s.low, s.mean, s.high)]))
+    ax.set_xticks(range(len(groups)), names, rotation=20 if max(map(len, names)) > 12 else 0, ha="right"
+                  if max(map(len, names)) > 12 else "center", fontsize=8)
+    ax.set_xlim(-0.5, len(groups) - 0.5)
+    nfe = data.nfe(*groups[0])
+    _finish(fig, ax, "arm" if len(data.arms) > 1 else "sampler", f"{key} (mean ± 95% CI)",
+            f"{key} per {'arm' if len(data.arms) > 1 else 'sampler'}" + (f" ({nfe} NFE)" if nfe else ""), clipped)
+    return Plot(f"{key} per arm", f"{key}_by_arm.png"), fig
+
+
+def _range(values: list[float]) -> tuple[float, float]:
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    return (min(positive), max(positive)) if positive else (1.0, 10.0)
+
+
+def x0_error_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    rows = data.results[(data.results.sampler == NO_SAMPLER) & data.results.key.str.startswith("t=")].copy()
+    if rows.empty:
+        return None
+    rows["t"] = rows.key.str[2:].astype(int)
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    for arm in data.arms:
+        sub = rows[rows.arm == arm]
+        ts = sorted(set(sub.t))
+        stats = [mean_ci(sub[sub.t == t].value.tolist()) for t in ts]
+        ax.plot(ts, [s.mean for s in stats], marker=".", label=arm)
+        ax.fill_between(ts, [s.low if s.n > 1 else s.mean for s in stats],
+                        [s.high if s.n > 1 else s.mean for s in stats], alpha=0.2)
+    ax.set_xscale("symlog", linthresh=10)
+    _log_scale(ax, "y", *_range(rows.value.tolist()))
+    _finish(fig, ax, "timestep t", r"$E\,\|\hat{x}_0 - x_0\|^2$ per dimension",
+            "x0 error of the trained model by timestep (held-out data)")
+    return Plot("x0 error vs t per arm", "x0_error_by_t.png"), fig
+
+
+def loss_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    if data.losses.empty:
+        return None
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    shown = []
+    for arm in data.arms:
+        curve = data.losses[data.losses.arm == arm].groupby("step").loss.mean()
+        smooth = curve.rolling(max(1, len(curve) // 30), min_periods=1).mean()
+        ax.plot(curve.index, smooth, label=arm)
+        shown += smooth.tolist()
+    _log_scale(ax, "y", *_range(shown))
+    _finish(fig, ax, "training step", "weighted loss (mean over seeds)",
+            "Training loss, smoothed (scales differ between targets)")
+    return Plot("Training loss curves", "loss_curves.png"), fig
+
+
+def samples_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    import torch
+
+    from ablate.evaluate import samples_path
+
+    first = data.cells.sort_values("seed").drop_duplicates("arm")
+    panels = []
+    for row in first.itertuples():
+        for sampler in data.samplers:
+            path = samples_path(data.runs_dir / row.cell, sampler)
+            if path.exists():
+                panels.append((f"{row.arm}\n{sampler}" if len(first) > 1 else sampler, torch.load(path, weights_only=True)))
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(3.2 * cols, 3.4 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, x) in zip(axes.flat, panels, strict=False):
+        if x.dim() == 4:
+            n = int(math.sqrt(x.shape[0]))
+            grid = torch.nn.functional.pad(x[: n * n].clamp(-1, 1).add(1).div(2), (1, 1, 1, 1), value=0.5)  # tile borders
+            c, h, w = grid.shape[1:]
+            grid = grid.reshape(n, n, c, h, w).permute(0, 3, 1, 4, 2).reshape(n * h, n * w, c)
+            ax.imshow(grid.squeeze(-1).numpy() if c == 1 else grid.numpy(), cmap="gray" if c == 1 else None,
+                      vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=3)
+            ax.set_aspect("equal")
+            ax.axis("on")
+        ax.set_title(title, fontsize=8)
+    fig.suptitle("Samples (seed 0 of each arm)")
+    return Plot("Sample grids", "samples.png"), fig

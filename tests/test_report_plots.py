@@ -1,0 +1,95 @@
+"""The report's plots on small synthetic frames: every label inside the canvas, readable log ticks,
+one legend entry per sampler (no point labels, no "default"), honest CIs on a log axis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from ablate.report import plots
+from ablate.report.data import ReportData
+
+ONE_STEP = {"ancestral": 1000, "one_step(jump_at=20)": 980, "one_step(jump_at=100)": 900,
+            "one_step(jump_at=300)": 700, "one_step(jump_at=500)": 500, "one_step(jump_at=900)": 100, "one_step": 1}
+
+
+def _data(arms: dict[str, dict[str, list[float]]], nfe: dict[str, int]) -> ReportData:
+    """arms: arm -> sampler -> per-seed FIDs; each arm also gets x0 errors and a loss curve."""
+    results, cells, losses = [], [], []
+    for a, (arm, by_sampler) in enumerate(arms.items()):
+        for seed in range(len(next(iter(by_sampler.values())))):
+            cell = f"{a}-{seed}"
+            cells.append({"cell": cell, "arm": arm, "seed": seed, "config": json.dumps({"seed": seed}), "status": "done",
+                          "reason": None, "train_seconds": 1.0, "num_params": 10})
+            for sampler, fids in by_sampler.items():
+                results.append({"arm": arm, "seed": seed, "cell": cell, "sampler": sampler, "metric": "fid", "key": "fid",
+                                "value": fids[seed], "num_samples": 100, "nfe": nfe[sampler], "seconds": 1.0})
+            for t in (0, 10, 100, 999):
+                results.append({"arm": arm, "seed": seed, "cell": cell, "sampler": "-", "metric": "x0_error_by_t",
+                                "key": f"t={t}", "value": 1e-4 * (1 + t) * (a + 1), "num_samples": 50, "nfe": None,
+                                "seconds": 0.1})
+            losses += [{"cell": cell, "arm": arm, "seed": seed, "step": s, "loss": 0.15 + 10 * (a + 1) / s} for s in range(10, 3001, 10)]
+    run = pd.Series({"study": "demo", "profile": "quick", "study_file": "demo.toml", "plugins": "{}", "settings": "{}"})
+    return ReportData("demo", "quick", run, pd.DataFrame(cells), pd.DataFrame(results), pd.DataFrame(losses),
+                      {"cpu": "test"}, None, Path("."))
+
+
+ONE_ARM = _data({"default": {s: [10.0 ** (1 + i * 0.7) * f for f in (0.95, 1.0, 1.05)] for i, s in enumerate(ONE_STEP)}}, ONE_STEP)
+# arm "b": FIDs 1 and 40 -> the 95% CI (mean 20.5, half-width 247.7) reaches far below 0; the range spans > 2 decades
+FOUR_ARMS = _data({"a": {"ancestral": [300.0, 310.0]}, "b": {"ancestral": [1.0, 40.0]},
+                   "x0 + eps_equivalent": {"ancestral": [5000.0, 5200.0]}, "d": {"ancestral": [900.0, 950.0]}},
+                  {"ancestral": 1000})
+FIGURES = {
+    "one arm, metric vs NFE": lambda: plots.metric_figure(ONE_ARM, "fid"),
+    "four arms, metric by arm": lambda: plots.metric_figure(FOUR_ARMS, "fid"),
+    "x0 error": lambda: plots.x0_error_figure(FOUR_ARMS),
+    "losses": lambda: plots.loss_figure(FOUR_ARMS),
+}
+
+
+def _drawn(build):
+    plot, fig = build()
+    FigureCanvasAgg(fig).draw()
+    return plot, fig
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_label_fits_the_figure(name):
+    _, fig = _drawn(FIGURES[name])
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches, every artist with its text
+    width, height = fig.get_size_inches()
+    assert box.x0 >= -0.01 and box.y0 >= -0.01 and box.x1 <= width + 0.01 and box.y1 <= height + 0.01, (box, width, height)
+
+
+def _legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_one_arm_vs_nfe_names_each_sampler_in_the_legend_not_on_the_points():
+    plot, fig = _drawn(FIGURES["one arm, metric vs NFE"])
+    assert plot.file == "fid_vs_nfe.png"
+    assert _legend_texts(fig) == list(ONE_STEP)[::-1]  # by NFE, no "default"
+    assert not fig.axes[0].texts  # no point annotations to overlap
+
+
+def test_one_nfe_gives_a_point_per_arm_and_a_clipped_ci_is_marked():
+    plot, fig = _drawn(FIGURES["four arms, metric by arm"])
+    ax = fig.axes[0]
+    assert plot.file == "fid_by_arm.png"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b", "x0 + eps_equivalent", "d"]
+    assert ax.get_yscale() == "log"  # 20.5 .. 5100 spans more than two decades
+    assert "CI reaches ≤ 0 (off the log axis)" in _legend_texts(fig)
+    markers = [line for line in ax.get_lines() if line.get_marker() == "v"]
+    assert len(markers) == 1 and list(markers[0].get_xdata()) == [1]  # only arm "b"'s CI reaches below 0
+
+
+def test_log_axes_label_more_than_the_powers_of_ten():
+    _, fig = _drawn(FIGURES["losses"])
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    labelled = [t for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
+    assert len(labelled) >= 4, [t.get_text() for t in labelled]  # losses 0.15 .. 4.15: 0.2, 0.5, 1, 2 at least

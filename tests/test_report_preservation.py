@@ -1,0 +1,98 @@
+"""The README's quick start on a fresh copy of the repository must not damage the committed reports:
+`ablate report` regenerates only what its store holds and keeps (and links) every other report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# A tiny stand-in for the quick start's study: same name and profile as a committed report, seconds to run
+# (the real quick profile takes minutes), so the report it regenerates sits beside committed ones.
+TINY_STUDY = """
+[study]
+name = "eps_vs_x0"
+seeds = [0, 1]
+[data]
+name = "gmm2d"
+n_train = 1000
+n_test = 200
+[model]
+name = "mlp"
+hidden = 16
+depth = 2
+[schedule]
+name = "linear"
+T = 50
+[train]
+steps = 20
+batch_size = 64
+checkpoint_every = 20
+log_every = 10
+[eval]
+grid_samples = 16
+[[arm]]
+target = { name = "epsilon" }
+[[arm]]
+target = { name = "x0" }
+[[sampler]]
+name = "ancestral"
+[[metric]]
+name = "gmm_fit"
+num_samples = 100
+[[metric]]
+name = "x0_error_by_t"
+num_samples = 50
+timesteps = [0, 49]
+[profiles.quick]
+"train.lr" = 1e-3
+"""
+
+
+def _fresh_copy(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (f.decode() for f in files)):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_quick_start_keeps_every_other_committed_report(tmp_path):
+    repo = tmp_path / "repo"
+    _fresh_copy(repo)
+    reports = repo / "reports"
+    before = _snapshot(reports)
+    committed = [json.loads(v) for k, v in before.items() if k.endswith("report.json")]
+    assert {(e["study"], e["profile"]) for e in committed} >= {("eps_vs_x0", "quick"), ("eps_vs_x0", "gpu")}
+
+    study = tmp_path / "tiny.toml"
+    study.write_text(TINY_STUDY)
+    ablate = [sys.executable, "-m", "ablate.cli"]
+    runs = tmp_path / "runs"
+    for command in (["run", str(study), "--profile", "quick"], ["report", str(study), "--out", str(reports)]):
+        subprocess.run([*ablate, *command, "--runs-dir", str(runs)], cwd=repo, check=True, capture_output=True)
+    after = _snapshot(reports)
+
+    def top(files) -> set[str]:  # the regenerated report's own folder, not its gpu/ subfolder
+        return {k for k in files if k.startswith("eps_vs_x0/") and k.count("/") == 1}
+
+    regenerated = top(before) | top(after)
+    assert "eps_vs_x0/README.md" in regenerated and before["eps_vs_x0/README.md"] != after["eps_vs_x0/README.md"]
+    for key in before.keys() - regenerated - {"README.md"}:
+        assert after.get(key) == before[key], key  # gpu profiles and the other study: untouched
+    assert after.keys() - regenerated == before.keys() - regenerated
+
+    old_rows = [r for r in before["README.md"].decode().splitlines() if r.startswith("| [")]
+    new_rows = [r for r in after["README.md"].decode().splitlines() if r.startswith("| [")]
+    assert len(new_rows) == len(old_rows) == len(committed)
+    assert [r for r in old_rows if "(eps_vs_x0/README.md)" not in r] == [r for r in new_rows if "(eps_vs_x0/README.md)" not in r]
+    new_quick = [r for r in new_rows if "(eps_vs_x0/README.md)" in r][0]
+    assert json.loads(after["eps_vs_x0/report.json"])["conclusion"] in new_quick  # the regenerated row is the new run's
+    assert "Other profiles: [gpu](gpu/README.md)" in after["eps_vs_x0/README.md"].decode()
