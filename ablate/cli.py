@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # plugin problems: one clean line each, not a source dump
         warnings.simplefilter("always")
         frame = run_study(args.study, profile=args.profile, overrides=args.set, executor=args.executor,
-                          runs_dir=args.runs_dir, extra_plugins=args.plugins or ())
+                          runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
+                          recompute_stale=args.recompute_stale)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return 0 if frame is not None else 1
@@ -100,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", help="executor plugin (default: local)")
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
     run.add_argument("--runs-dir", default="runs", help="where checkpoints and the results store live")
+    run.add_argument("--recompute-stale", action="store_true",
+                     help="delete and recompute results whose plugin code changed since they were stored")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store")

@@ -1,11 +1,21 @@
-"""`ablate run`: validate the whole study, then train and evaluate every cell, skipping finished work."""
+"""`ablate run`: validate the whole study, then train and evaluate every cell, skipping finished work.
+
+Finished work is reused only when the plugin code it rests on is the same: every cell and every
+evaluation records the identity of its plugins (a local file's sha256, a package's version,
+ablate's version for the built-ins). Results of changed code stop the run (exit 2) with a list,
+until `--recompute-stale` deletes and recomputes them.
+"""
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import hashlib
 import json
 import os
 import platform
+import shutil
+import sqlite3
 import sys
 import time
 from contextlib import contextmanager
@@ -17,23 +27,52 @@ import pandas as pd
 import torch
 
 from ablate.errors import AblateError, TrainingDiverged
-from ablate.evaluate import NO_SAMPLER, evaluate_cell
+from ablate.evaluate import evaluate_cell, samples_path
 from ablate.interfaces import Data
-from ablate.store import Store
+from ablate.plugins import Registry
+from ablate.store import NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, Study, label, load_study
 from ablate.train import Parts, pick_device, train_cell
+
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+STORE_FAILURES = ("disk is full", "readonly", "unable to open", "disk i/o error", "locked")
+TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "unexpected pos", "file write failed")
+
+
+@contextmanager
+def storage_errors(runs_dir: Path):
+    """A full disk or an unwritable runs dir is one clear line (exit 2). Every store write is one
+    transaction and every checkpoint is written then renamed, so what was stored before is kept."""
+    hint = "what was stored before is kept; fix this and rerun the same command to resume"
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise AblateError(f"cannot write {exc.filename or runs_dir}: {exc.strerror}; {hint}") from None
+    except sqlite3.OperationalError as exc:
+        if not any(s in str(exc).lower() for s in STORE_FAILURES):
+            raise
+        raise AblateError(f"cannot write the results store {runs_dir / 'ablate.db'}: {exc}; {hint}") from None
+    except RuntimeError as exc:  # torch.save writes through its own C++ writer, which loses the errno
+        if not any(s in str(exc) for s in TORCH_WRITE_FAILURES):
+            raise
+        raise AblateError(f"cannot write a checkpoint under {runs_dir} (disk full?): {str(exc).splitlines()[0]}; {hint}") from None
 
 
 @contextmanager
 def runs_lock(runs_dir: Path):
     """One study at a time per runs dir: a second `ablate run` fails fast instead of racing."""
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    with open(runs_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AblateError(f"another `ablate run` is using {runs_dir}; wait for it or pass --runs-dir") from None
-        yield
+    with storage_errors(runs_dir):
+        if runs_dir.exists() and not runs_dir.is_dir():
+            raise AblateError(f"--runs-dir {runs_dir} is a file, not a directory")
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with open(runs_dir / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AblateError(f"another `ablate run` is using {runs_dir}; wait for it or pass --runs-dir") from None
+            yield
 
 
 def hardware(device: torch.device) -> dict[str, Any]:
@@ -52,20 +91,44 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def plugin_identity(registry: Registry, kind: str, name: str) -> str:
+    """The code a plugin runs: a local file by the sha256 of its content, a package by its version,
+    a built-in by ablate's version."""
+    origin = registry.origin(kind, name)
+    if origin.source == "file":
+        return f"{origin.label} sha256:{hashlib.sha256(Path(origin.label).read_bytes()).hexdigest()}"
+    if origin.source == "package":
+        return f"{origin.label}=={origin.version}"
+    return f"built-in (ablate {_version()})"
+
+
+TRAINING_KINDS = (("data", "dataset"), ("model", "model"), ("schedule", "schedule"), ("target", "target"),
+                  ("weighting", "weighting"))
+
+
+def cell_plugins(study: Study, cell: Cell) -> dict[str, str]:
+    """'kind/name' -> identity of the plugins that train a cell."""
+    return {f"{kind}/{cell.config[section]['name']}": plugin_identity(study.registry, kind, cell.config[section]["name"])
+            for section, kind in TRAINING_KINDS}
+
+
+def eval_plugins(study: Study) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+    """Sampler and metric label -> {'kind/name': identity}: what each evaluation rests on (besides its cell)."""
+    out = []
+    for kind, tables in (("sampler", study.samplers), ("metric", study.metrics)):
+        out.append({label(study.registry, kind, t): {f"{kind}/{t['name']}": plugin_identity(study.registry, kind, t["name"])}
+                    for t in tables})
+    return out[0], out[1]
+
+
 def plugin_provenance(study: Study) -> dict[str, str]:
-    """'kind/name' -> origin (built-in, package + version, or file): a report says exactly what ran."""
+    """'kind/name' -> identity (built-in, package==version, or file and sha256): a report says exactly what ran."""
     used: set[tuple[str, str]] = set()
     for cell in study.cells:
-        for section, kind in (("data", "dataset"), ("model", "model"), ("schedule", "schedule"),
-                              ("target", "target"), ("weighting", "weighting")):
-            used.add((kind, cell.config[section]["name"]))
+        used |= {(kind, cell.config[section]["name"]) for section, kind in TRAINING_KINDS}
     used |= {("sampler", s["name"]) for s in study.samplers} | {("metric", m["name"]) for m in study.metrics}
     used.add(("executor", study.executor["name"]))
-    out = {}
-    for kind, name in sorted(used):
-        origin = study.registry.origin(kind, name)
-        out[f"{kind}/{name}"] = str(origin) if origin.source != "built-in" else f"built-in (ablate {_version()})"
-    return out
+    return {f"{kind}/{name}": plugin_identity(study.registry, kind, name) for kind, name in sorted(used)}
 
 
 def evaluated_labels(study: Study) -> dict[str, list[str]]:
@@ -83,8 +146,10 @@ def _version() -> str:
 
 def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str, ...] | list[str] = (),
               executor: str | None = None, runs_dir: str | Path = "runs", progress: bool = True,
-              extra_plugins: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
-    """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame."""
+              extra_plugins: tuple[str, ...] | list[str] = (), recompute_stale: bool = False) -> pd.DataFrame:
+    """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
+
+    recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them)."""
     study = load_study(path, profile, overrides, extra_plugins)
     if executor is not None:
         study.executor = {"name": executor}
@@ -94,12 +159,16 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
     with runs_lock(runs_dir):
         store = Store(runs_dir / "ablate.db")
         try:
+            identities = {cell.key: cell_plugins(study, cell) for cell in study.cells}
+            store.set_identities(*eval_plugins(study))
+            for line in settle_stale(study, store, runs_dir, identities, recompute_stale):
+                say(f"recomputing {line}")
             device = pick_device(study.cells[0].config["train"]["device"])
             run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
                                      plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor,
                                       "question": study.question, "contrasts": study.contrasts, **evaluated_labels(study)})
             for cell in study.cells:
-                store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed)
+                store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed, identities[cell.key])
             say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +
                 f": {len(study.cells)} cells x {len(study.samplers)} samplers x {len(study.metrics)} metrics, device {device}")
             datasets: dict[str, Data] = {}
@@ -124,6 +193,37 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             print(f"FAILED {row.arm} seed {row.seed}: {row.reason}")
         print(f"done in {time.time() - started:.1f}s; results in {runs_dir / 'ablate.db'}")
     return frame
+
+
+def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[str, dict[str, str]],
+                 recompute: bool) -> list[str]:
+    """Results computed by plugin code that has changed since are never reused silently: without
+    `recompute` they stop the run; with it their files and rows are deleted (rows in one transaction)."""
+    cells = store.stale_cells(identities)
+    evals = [e for e in store.stale_evals([c.key for c in study.cells]) if e[0] not in cells]
+    if not cells and not evals:
+        return []
+    names = {c.key: f"{c.arm} seed {c.seed} ({c.key})" for c in study.cells}
+    lines = [f"cell {names[k]}: {_changes(old, identities[k])}" for k, old in cells.items()]
+    lines += [f"evaluation {s} x {m} of {names[k]}: {_changes(old, json.loads(store.eval_identity(s, m) or '{}'))}"
+              for k, s, m, old in evals]
+    if not recompute:
+        raise AblateError(f"stored results computed by plugin code that has changed since ({len(lines)}); rerun "
+                          "with --recompute-stale to delete and recompute them:\n  " + "\n  ".join(lines))
+    for key in cells:  # files first: a kill before the rows go leaves them stale, so they are deleted again
+        shutil.rmtree(runs_dir / key, ignore_errors=True)
+    for key, sampler, _, _ in evals:
+        if sampler not in (NO_SAMPLER, REAL_DATA):
+            samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
+    store.forget({k: identities[k] for k in cells}, [(k, s, m) for k, s, m, _ in evals])
+    return lines
+
+
+def _changes(old: dict[str, str] | None, new: dict[str, str]) -> str:
+    if old is None:
+        return "stored without plugin identities"
+    return "; ".join(f"{k} was {old.get(k, 'not used')}, now {new.get(k, 'not used')}"
+                     for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
 
 
 def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data],

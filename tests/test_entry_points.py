@@ -24,7 +24,7 @@ from ablate.cli import main
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablate-example-sampler"
 PYPROJECT = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
 DIST, VERSION = PYPROJECT["project"]["name"], PYPROJECT["project"]["version"]
-ORIGIN = f"{DIST} {VERSION}"
+ORIGIN = f"{DIST}=={VERSION}"
 SAMPLER = "example_strided"
 
 
