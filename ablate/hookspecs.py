@@ -1,4 +1,19 @@
-"""One pluggy hook per plugin kind; each returns a list of plugin classes."""
+"""One pluggy hook per plugin kind; each returns a list of plugin classes.
+
+Each implementation is called once per :func:`ablate.load_registry`, with no arguments, and on its
+own: every plugin's list counts (no hook is ``firstresult``) and one that raises is reported with its
+origin instead of stopping the others. The lists are merged into one registry per kind, keyed by each
+class's ``name``:
+
+- two classes with one name, from any two origins (built-in, package, file), are an error;
+- a class that is not a subclass of the kind's base, has no ``name`` or ``Params``, or leaves out a
+  method in its base's ``required``, rejects the plugin that returned it, as does a hook that raises
+  or returns something else than a list: an error for a local file the user named, a warning for an
+  installed package (the other plugins still load).
+
+Return classes, not instances: the core constructs ``cls(cls.Params.model_validate(table))`` for
+each study table that names one.
+"""
 
 from __future__ import annotations
 
@@ -22,39 +37,63 @@ HOOKS: dict[str, str] = {
 
 @hookspec
 def ablate_schedules() -> list[type]:
-    """Noise schedules: betas(T)."""
+    """Noise schedules: ``betas(T)``, the forward process's betas.
+
+    :return: subclasses of :class:`ablate.Schedule` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_targets() -> list[type]:
-    """Prediction targets: what the network outputs."""
+    """Prediction targets: what the network outputs and how it becomes ``Prediction(x0, eps)``.
+
+    :return: subclasses of :class:`ablate.Target` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_weightings() -> list[type]:
-    """Loss weightings w(t) on the target-space MSE."""
+    """Loss weightings: ``weights(diffusion, target, t)`` on the target-space MSE.
+
+    :return: subclasses of :class:`ablate.Weighting` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_samplers() -> list[type]:
-    """Samplers: noise -> samples with any denoiser."""
+    """Samplers: ``sample(denoiser, diffusion, x, t_start, generator)``, noise to samples.
+
+    :return: subclasses of :class:`ablate.Sampler` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_models() -> list[type]:
-    """Models: build(data_spec) -> nn.Module."""
+    """Models: ``build(spec)``, the network; ``denoiser(...)`` wraps it with a target.
+
+    :return: subclasses of :class:`ablate.Model` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_datasets() -> list[type]:
-    """Datasets: tensors in [-1, 1] and a spec."""
+    """Datasets: ``load()``, the splits scaled to [-1, 1] and a ``DataSpec``.
+
+    :return: subclasses of :class:`ablate.Dataset` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_metrics() -> list[type]:
-    """Metrics: evaluate(samples, real, ctx) -> dict."""
+    """Metrics: ``evaluate(samples, real, ctx)``, a ``{key: float}`` dict.
+
+    :return: subclasses of :class:`ablate.Metric` (merged with every other plugin's by ``name``).
+    """
 
 
 @hookspec
 def ablate_executors() -> list[type]:
-    """Executors: run independent cells."""
+    """Executors: ``map(fn, cells)`` runs the independent training cells.
+
+    :return: subclasses of :class:`ablate.Executor` (merged with every other plugin's by ``name``).
+    """

@@ -84,6 +84,10 @@ class Plugin:
 
     name: ClassVar[str]
     kind: ClassVar[str]
+    # The methods a plugin of this kind must define (checked when it loads) and those it may define
+    # (the core works without them); docs/writing-a-plugin.md lists the same, and a test compares them.
+    required: ClassVar[tuple[str, ...]] = ()
+    optional: ClassVar[tuple[str, ...]] = ()
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -98,6 +102,7 @@ class Plugin:
 
 class Schedule(Plugin):
     kind = "schedule"
+    required = ("betas",)
 
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -114,6 +119,7 @@ class Target(Plugin):
     """What the network outputs, and how to turn that output back into (x0, eps)."""
 
     kind = "target"
+    required = ("training_target", "to_prediction", "x0_error_scale")
 
     def training_target(self, diffusion: Diffusion, x0: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -130,6 +136,7 @@ class Weighting(Plugin):
     """Per-sample weights w(t) on the target-space mean squared error."""
 
     kind = "weighting"
+    required = ("weights",)
 
     def weights(self, diffusion: Diffusion, target: Target, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -139,21 +146,30 @@ class Sampler(Plugin):
     """Turns noise into samples with any denoiser; never knows which target was trained."""
 
     kind = "sampler"
+    required = ("sample",)
+    optional = ("nfe", "check")
 
     def sample(
         self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator
     ) -> Tensor:
         raise NotImplementedError
 
-    def nfe(self, diffusion: Diffusion, t_start: int) -> int:
-        """Network evaluations one call of `sample` makes (the core also counts them)."""
-        raise NotImplementedError
+    def nfe(self, diffusion: Diffusion, t_start: int) -> int | None:
+        """Network evaluations one call of `sample` makes, or None when unknown: the core counts the
+        calls itself and only uses this as the progress bar's total."""
+        return None
+
+    def check(self, diffusion: Diffusion) -> None:
+        """Raise AblateError (key = the offending param) when the params cannot work with this
+        diffusion; called for every schedule of the study before anything trains."""
 
 
 class Model(Plugin):
     """Builds the network; `denoiser` wraps it with a target (the oracle overrides it)."""
 
     kind = "model"
+    required = ("build",)
+    optional = ("denoiser",)
     trainable: ClassVar[bool] = True
 
     def build(self, spec: DataSpec) -> nn.Module:
@@ -165,6 +181,7 @@ class Model(Plugin):
 
 class Dataset(Plugin):
     kind = "dataset"
+    required = ("load",)
 
     def load(self) -> Data:
         raise NotImplementedError
@@ -194,6 +211,8 @@ class Metric(Plugin):
     """
 
     kind = "metric"
+    required = ("evaluate",)
+    optional = ("check",)
     needs_samples: ClassVar[bool] = True
     keys: ClassVar[dict[str, KeySpec]] = {}
     cheap: ClassVar[bool] = False
@@ -211,11 +230,16 @@ class Metric(Plugin):
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         raise NotImplementedError
 
+    def check(self, spec: DataSpec) -> None:
+        """Raise AblateError when this metric cannot score data like `spec`; called for every dataset
+        of the study before anything trains (the data is loaded for it)."""
+
 
 class Executor(Plugin):
     """Runs independent cells; `local` runs them one after another in this process."""
 
     kind = "executor"
+    required = ("map",)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         raise NotImplementedError

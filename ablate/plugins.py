@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import warnings
@@ -109,7 +110,20 @@ def _malformed(kind: str, cls: object) -> str | None:
     params = getattr(cls, "Params", None)
     if not (isinstance(params, type) and issubclass(params, BaseModel)):
         return f"{cls.__qualname__} has no `Params` (a pydantic BaseModel subclass)"
+    missing = [m for m in base.required if not implements(cls, m)]
+    if missing:
+        methods = ", ".join(f"`{m}`" for m in missing)
+        return (f"{cls.__qualname__} does not define {methods}, which every {kind} plugin needs "
+                f"(optional: {', '.join(base.optional) or 'none'}; see docs/writing-a-plugin.md)")
     return None
+
+
+def implements(cls: type, method: str) -> bool:
+    """Whether `cls` (or a class between it and its kind's base) defines `method`: the base's
+    own version is a placeholder, so inheriting only that counts as leaving the method out."""
+    base = KINDS[cls.kind]  # type: ignore[attr-defined]
+    found = inspect.getattr_static(cls, method, None)
+    return callable(found) and found is not inspect.getattr_static(base, method, None)
 
 
 def _module_from_file(path: Path) -> ModuleType:

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ablate.contrasts import ContrastSpec, check
 from ablate.errors import AblateError, StudyError
-from ablate.plugins import Registry, load_registry
+from ablate.plugins import Registry, implements, load_registry
 from ablate.store import REAL_DATA
 
 PLUGIN_SECTIONS = {"data": "dataset", "model": "model", "schedule": "schedule", "target": "target",
@@ -265,17 +266,14 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
             spec, errs = validate_plugin(registry, kind, table, f"{section}[{i}]")
             errors += errs
             lists[section].append(spec)
-    T = resolved["schedule"].get("T", 0)
-    for i, s in enumerate(lists["sampler"]):
-        if isinstance(s.get("jump_at"), int) and s["jump_at"] >= T:
-            errors.append(f"sampler[{i}].jump_at: must be below schedule.T = {T} (got {s['jump_at']})")
-
     base = {section: resolved[section] for section in ("data", "model", "schedule", "target", "weighting")}
     base["train"] = model.train.model_dump()
     # Each axis is a list of options; an option is a label and (key, value) pairs to set. `grid`
     # axes combine as a cartesian product; the `[[arm]]` list is one more axis of hand-picked combinations.
     axes: list[list[tuple[str, list[tuple[str, Any]]]]] = []
     for axis, options in model.grid.items():
+        if not options:
+            errors.append(f"grid.{axis}: an empty list leaves the study with no cells; give at least one value or remove it")
         resolved_options = []
         for i, value in enumerate(options):
             option, errs = _option(registry, {axis: value}, base, f"grid.{axis}[{i}]")
@@ -289,7 +287,11 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
             errors += errs
             arm_options.append(option)
         axes.append(arm_options)
-    if errors:
+    if errors:  # also ask the plugins about the sections no grid or arm varies, to report everything at once
+        varied = {k.split(".")[0] for k in model.grid} | {k.split(".")[0] for arm in model.arm for k in arm}
+        errors += _plugin_checks(registry, lists["sampler"], lists["metric"],
+                                 [base["schedule"]] if base["schedule"] and "schedule" not in varied else [],
+                                 [base["data"]] if base["data"] and "data" not in varied else [])
         raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
 
     cells = []
@@ -309,11 +311,71 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise StudyError("two grid cells resolve to the same config; remove the duplicate option", file=file, key="grid")
+    errors = _plugin_checks(registry, lists["sampler"], lists["metric"], [c.config["schedule"] for c in cells],
+                            [c.config["data"] for c in cells])
+    errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
+    if errors:
+        raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
     contrasts = _contrasts(model.contrast, cells, lists, registry, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, samplers=lists["sampler"], metrics=lists["metric"], eval=model.eval,
                  executor=resolved["executor"], plugin_files=plugin_files, registry=registry,
                  contrasts=contrasts)
+
+
+def _plugin_checks(registry: Registry, samplers: list[dict[str, Any]], metrics: list[dict[str, Any]],
+                   schedules: list[dict[str, Any]], datasets: list[dict[str, Any]]) -> list[str]:
+    """Ask each sampler about every schedule and each metric about every dataset (their optional
+    `check` methods), so that a combination that cannot work fails before anything trains. A dataset
+    is loaded only when some metric has a check."""
+    errors: list[str] = []
+    pairs = [("sampler", samplers, "schedule", schedules, lambda table: registry.from_table("schedule", table).diffusion()),
+             ("metric", metrics, "data", datasets, lambda table: registry.from_table("dataset", table).load().spec)]
+    for kind, specs, section, tables, build in pairs:
+        checked = [(i, registry.from_table(kind, spec)) for i, spec in enumerate(specs)
+                   if spec and implements(registry.get(kind, spec["name"]), "check")]
+        unique = {json.dumps(t, sort_keys=True): t for t in tables} if checked else {}
+        for table in unique.values():
+            try:
+                argument = build(table)
+            except AblateError as exc:
+                errors.append(_keyed(section, exc))
+                continue
+            except Exception as exc:  # a plugin's bug, named before any training instead of a traceback
+                errors.append(f"{section}: {table.get('name')} could not be built ({type(exc).__name__}: {exc})")
+                continue
+            for i, plugin in checked:
+                try:
+                    plugin.check(argument)  # type: ignore[attr-defined]
+                except AblateError as exc:
+                    errors.append(_keyed(f"{kind}[{i}]", exc))
+    return list(dict.fromkeys(errors))
+
+
+def _device_error(name: str) -> str | None:
+    """Why train.device cannot be used on this machine, or None: found here rather than when training starts."""
+    if name == "auto":
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return f"train.device: {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return f"train.device: {name!r} but this machine has no CUDA device; use 'auto' or 'cpu'"
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        return f"train.device: {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        return f"train.device: {name!r} but this machine has no MPS device; use 'auto' or 'cpu'"
+    if device.type not in ("cpu", "cuda", "mps"):
+        return f"train.device: {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+    return None
+
+
+def _keyed(where: str, exc: AblateError) -> str:
+    """'sampler[1].jump_at: message' from an error a plugin raised with key='jump_at' (or 'sampler.jump_at')."""
+    message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
+    key = (exc.key or "").removeprefix(where.split("[")[0] + ".")
+    return f"{where}{'.' + key if key else ''}: {message}"
 
 
 def _flatten_plugins(table: dict[str, Any]) -> dict[str, Any]:

@@ -272,6 +272,9 @@ class _Ok(Sampler):
 
     name = "tp_ok"
 
+    def sample(self, denoiser, diffusion, x, t_start, generator):
+        return x
+
 
 def _raise_import_error():
     raise ImportError("needs a package that is not installed")
@@ -337,6 +340,9 @@ def test_run_with_broken_third_party_package_still_runs(monkeypatch, tmp_path, c
 def test_third_party_duplicate_of_a_builtin_is_an_error_naming_both(monkeypatch, capsys):
     class Impostor(Sampler):
         name = "ancestral"
+
+        def sample(self, denoiser, diffusion, x, t_start, generator):
+            return x
 
     _install(monkeypatch, ("tp-impostor", lambda: _module("tp_impostor", ablate_samplers=lambda: [Impostor])))
     assert main(["plugins"]) == 2
