@@ -24,7 +24,7 @@ from ablate.cli import main
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablate-example-sampler"
 PYPROJECT = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
 DIST, VERSION = PYPROJECT["project"]["name"], PYPROJECT["project"]["version"]
-ORIGIN = f"{DIST}=={VERSION}"
+ORIGIN = f"{DIST} {VERSION}"
 SAMPLER = "example_strided"
 
 
@@ -139,7 +139,7 @@ def test_study_run_records_the_third_party_origin_and_version(example_installed,
         rows = dict(db.execute("SELECT key, value FROM metrics WHERE sampler = ?", (f"{SAMPLER}(steps=20)",)).fetchall())
         (nfe,) = db.execute("SELECT DISTINCT nfe FROM metrics WHERE sampler = ?", (f"{SAMPLER}(steps=20)",)).fetchone()
     provenance = json.loads(plugins)
-    assert provenance[f"sampler/{SAMPLER}"] == ORIGIN
+    assert provenance[f"sampler/{SAMPLER}"] == f"{DIST}=={VERSION}"  # the identity: name==version
     assert provenance["model/gmm_oracle"].startswith("built-in (ablate ")
     assert nfe == 20
     assert rows["modes_covered"] == 1.0 and math.isfinite(rows["nll"])
