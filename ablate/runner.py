@@ -8,6 +8,8 @@ until `--recompute-stale` deletes and recomputes them.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -25,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 import torch
+from torch import nn
 
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
@@ -32,7 +35,8 @@ from ablate.interfaces import Data
 from ablate.plugins import Registry
 from ablate.store import NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, Study, label, load_study
-from ablate.train import Parts, pick_device, train_cell
+from ablate.train import Parts, load_checkpoint, pick_device, train_cell
+from ablate.worker import run_remote
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
 STORE_FAILURES = ("disk is full", "readonly", "unable to open", "disk i/o error", "locked")
@@ -137,6 +141,15 @@ def evaluated_labels(study: Study) -> dict[str, list[str]]:
             "metrics": [label(study.registry, "metric", m) for m in study.metrics]}
 
 
+def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
+    """Each metric's declared output keys, recorded with the run so a report needs no plugin code."""
+    out = {}
+    for spec in study.metrics:
+        cls = study.registry.get("metric", spec["name"])
+        out[label(study.registry, "metric", spec)] = {k: dataclasses.asdict(v) for k, v in cls.keys.items()}
+    return out
+
+
 def _version() -> str:
     try:
         return version("ablate")
@@ -151,7 +164,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
 
     recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them)."""
     study = load_study(path, profile, overrides, extra_plugins)
-    if executor is not None:
+    if executor is not None and executor != study.executor["name"]:  # the same name keeps the study's table
         study.executor = {"name": executor}
     executor_plugin = study.registry.from_table("executor", study.executor)
     runs_dir = Path(runs_dir)
@@ -166,7 +179,8 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             device = pick_device(study.cells[0].config["train"]["device"])
             run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
                                      plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor,
-                                      "question": study.question, "contrasts": study.contrasts, **evaluated_labels(study)})
+                                      "question": study.question, "contrasts": study.contrasts, **evaluated_labels(study),
+                                      "metric_keys": metric_keys(study)})
             for cell in study.cells:
                 store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed, identities[cell.key])
             say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +
@@ -179,7 +193,13 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
                 return _run_cell(study, cell, store, runs_dir, datasets, progress, f"[{i}/{total}]")
 
             started = time.time()
-            for line in executor_plugin.map(work, enumerate(study.cells, 1)):
+            if getattr(executor_plugin, "remote", False):  # other processes: they send results back (ablate.worker)
+                lines = run_remote(executor_plugin.map, study, store, runs_dir, {
+                    "study_path": str(Path(path).resolve()), "profile": profile, "overrides": tuple(overrides),
+                    "extra_plugins": tuple(str(Path(p).resolve()) for p in extra_plugins)}, executor_plugin.threads)
+            else:
+                lines = executor_plugin.map(work, enumerate(study.cells, 1))
+            for line in lines:
                 say(line)
             store.finish_run(run_id)
             frame = store.results(study.name, run_id=run_id)
@@ -247,7 +267,12 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     if progress:
         print(f"{name}: training", file=sys.stderr)
     try:
-        module = train_cell(cell.key, cell.config, parts, data, run_dir, store, progress)
+        at_steps = tuple(s for s in study.eval.at_steps if 0 < s < cell.config["train"]["steps"])
+
+        def learning_curve(step: int, ema: nn.Module) -> None:
+            evaluate_cell(cell.key, cell.config, study, parts, data, ema, run_dir, store, runs_dir / "cache", False, step)
+
+        module = train_cell(cell.key, cell.config, parts, data, run_dir, store, progress, at_steps, learning_curve)
     except TrainingDiverged as exc:
         store.update_cell(cell.key, status="failed", reason=str(exc))
         return f"{name}: FAILED ({exc})"
@@ -255,6 +280,13 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     train_s = time.time() - t0
     results = evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
                             runs_dir / "cache", progress)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt", pick_device(cell.config["train"]["device"])) \
+        if study.eval.raw_weights and parts.model.trainable else None
+    if ckpt is not None:  # the live (non-EMA) weights of the last step, saved beside the EMA ones
+        raw = copy.deepcopy(module)
+        raw.load_state_dict(ckpt["model"])
+        results += evaluate_cell(cell.key, cell.config, study, parts, data, raw.eval(), run_dir, store,
+                                 runs_dir / "cache", progress, weights="raw")
     store.update_cell(cell.key, status="done")
     last = store.frame("SELECT loss FROM losses WHERE cell=? ORDER BY step DESC LIMIT 1", (cell.key,))
     loss = f", final loss {last.loss[0]:.4f}" if len(last) else ""
@@ -265,20 +297,27 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
 
 def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
     labels = evaluated_labels(study)
+    weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)
     for m, m_label in zip(study.metrics, labels["metrics"], strict=True):
-        samplers = labels["samplers"] if study.registry.get("metric", m["name"]).needs_samples else [NO_SAMPLER]
-        if not all(store.eval_done(cell.key, s, m_label) for s in samplers):
+        needs_samples = study.registry.get("metric", m["name"]).needs_samples
+        samplers = [*labels["samplers"], REAL_DATA] if needs_samples else [NO_SAMPLER]
+        if not all(store.eval_done(cell.key, s, m_label, weights=w) for s in samplers for w in weights
+                   if not (s == REAL_DATA and w == "raw")):
             return False
     return True
 
 
 def print_table(frame: pd.DataFrame) -> None:
-    """Mean ± std over seeds per arm x sampler x metric key (the report adds CIs and tests)."""
+    """Mean ± standard deviation over seeds per arm x sampler x metric key, as a plain table (the report
+    gives 95% confidence intervals and tests instead)."""
     if frame.empty:
         print("no results")
         return
     main = frame[~frame.key.str.startswith("t=") & ~frame.key.isin(["classifier_test_acc", "kid_std"])]
-    table = main.groupby(["arm", "sampler", "key"]).value.agg(["mean", "std", "count"]).reset_index()
+    table = main.groupby(["arm", "sampler", "key"], sort=False).value.agg(["mean", "std", "count"]).reset_index()
     table["value"] = [f"{m:.4g} ± {s:.2g} (n={c})" if c > 1 else f"{m:.4g}" for m, s, c in
                       zip(table["mean"], table["std"].fillna(0), table["count"], strict=True)]
-    print(table.pivot_table(index=["arm", "sampler"], columns="key", values="value", aggfunc="first").to_string())
+    wide = table.pivot(index=["arm", "sampler"], columns="key", values="value").fillna("").reset_index()
+    wide.columns.name = None
+    print("mean ± sd over seeds (n = seeds; `ablate report` gives 95% CIs and tests):")
+    print(wide.to_string(index=False))

@@ -243,6 +243,23 @@ def _nearest(x: Tensor, ref: Tensor, chunk: int = 1024) -> Tensor:
     return torch.cat([torch.cdist(part, ref, compute_mode=exact).min(1).values for part in x.split(chunk)]) / math.sqrt(x.shape[1])
 
 
+class Spread(Metric):
+    """How far samples spread around their mean, against the reference data's spread: a sampler
+    that regresses to the mean (one jump from x_T returns E[x0 | x_T], the data mean) scores near 0."""
+
+    name = "spread"
+    keys = {"spread_ratio": KeySpec(description="RMS distance of the samples from their mean / the same for the reference (1: as spread as the data)")}
+
+    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
+        assert samples is not None
+
+        def rms(x: Tensor) -> float:
+            x = x.flatten(1).double()
+            return float((x - x.mean(0)).pow(2).sum(1).mean().sqrt())
+
+        return {"spread_ratio": rms(samples) / rms(real)}
+
+
 class X0ErrorByT(Metric):
     """Mean squared error of the model's x0 estimate on held-out data at several t: where a target fails."""
 
@@ -332,4 +349,4 @@ class GMMFit(Metric):
 
 @hookimpl
 def ablate_metrics() -> list[type]:
-    return [FID, KID, NearestNeighbour, X0ErrorByT, GMMFit]
+    return [FID, KID, NearestNeighbour, Spread, X0ErrorByT, GMMFit]

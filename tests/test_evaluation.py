@@ -224,3 +224,14 @@ def test_trivial_loss_is_the_closed_form(registry, target, expected):
     weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float()
     got = trivial_loss(parts, diffusion, data.train, weights, seed=0, n=200_000)
     assert got == pytest.approx(expected, rel=0.01)
+
+
+def test_mlp_skip_adds_the_input(registry):
+    """skip = true is a residual around the same network: output = net(x_t, t) + x_t."""
+    spec = DataSpec("pts", (2,))
+    torch.manual_seed(0)
+    plain = registry.create("model", "mlp", {"hidden": 16}).build(spec)
+    torch.manual_seed(0)
+    skip = registry.create("model", "mlp", {"hidden": 16, "skip": True}).build(spec)
+    x, t = torch.randn(5, 2), torch.tensor([0, 1, 2, 3, 4])
+    assert torch.allclose(skip(x, t), plain(x, t) + x)
