@@ -1,28 +1,27 @@
 """ablate: plugin-based ablation studies for denoising diffusion models."""
 
-from ablate.diffusion import Diffusion
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from ablate.errors import AblateError, PluginError, StudyError
 from ablate.hookspecs import hookimpl
-from ablate.interfaces import (
-    Data,
-    Dataset,
-    DataSpec,
-    Denoiser,
-    EvalContext,
-    Executor,
-    KeySpec,
-    Metric,
-    Mixture,
-    Model,
-    NetworkDenoiser,
-    Plugin,
-    Prediction,
-    Sampler,
-    Schedule,
-    Target,
-    Weighting,
-)
-from ablate.plugins import Registry, load_registry
+
+# The torch-backed names load on first use, so that `ablate --help` and `--version` start without torch.
+_LAZY = {name: "ablate.interfaces" for name in (
+    "Data", "DataSpec", "Dataset", "Denoiser", "EvalContext", "Executor", "KeySpec", "Metric", "Mixture", "Model",
+    "NetworkDenoiser", "Plugin", "Prediction", "Sampler", "Schedule", "Target", "Weighting")}
+_LAZY |= {"Diffusion": "ablate.diffusion", "Registry": "ablate.plugins", "load_registry": "ablate.plugins"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ablate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import warnings
 from collections.abc import Sequence
 
 from ablate import __version__
 from ablate.errors import AblateError
-from ablate.interfaces import KINDS
+from ablate.hookspecs import HOOKS
+
+KINDS = list(HOOKS.values())  # plugin kinds, without importing torch-backed base classes
+RUNS_HELP = "the runs dir: checkpoints, samples and the results store ablate.db"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's defaults formatter, without "(default: None)" on options that have no default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _describe_params(cls: type) -> list[str]:
@@ -27,13 +40,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         registry = load_registry(args.plugins or ())
-    kinds = [args.kind] if args.kind else list(KINDS)
+    kinds = [args.kind] if args.kind else KINDS
     for kind in kinds:
         names = registry.names(kind)
         print(f"{kind}s:")
         for name in names:
             cls = registry.get(kind, name)
-            doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+            doc = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())  # the first paragraph, one line
             print(f"  {name}  [{registry.origin(kind, name)}]  {doc}")
             print("\n".join(_describe_params(cls)) or "      (no parameters)")
         print()
@@ -47,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(record=True) as caught:  # plugin problems: one clean line each, not a source dump
         warnings.simplefilter("always")
-        frame = run_study(args.study, profile=args.profile, overrides=args.set, executor=args.executor,
+        frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
                           recompute_stale=args.recompute_stale)
     for w in caught:
@@ -90,34 +103,41 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ablate", description="Ablation studies for denoising diffusion models.")
+    parser = argparse.ArgumentParser(prog="ablate", description="Ablation studies for denoising diffusion models.",
+                                     formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"ablate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train and evaluate every cell of a study")
+    run = sub.add_parser("run", help="train and evaluate every cell of a study", formatter_class=HelpFormatter)
     run.add_argument("study", help="study TOML file")
     run.add_argument("--profile", help="a [profiles.NAME] section of the study (e.g. quick)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a dotted key (TOML value)")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a dotted key with a TOML value, after the profile; repeat for several keys, "
+                     "e.g. --set train.steps=300 --set 'study.seeds=[0]'")
     run.add_argument("--executor", help="executor plugin (default: local)")
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
-    run.add_argument("--runs-dir", default="runs", help="where checkpoints and the results store live")
+    run.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code changed since they were stored")
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store")
+    report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store",
+                            formatter_class=HelpFormatter)
     report.add_argument("studies", nargs="*", help="study TOML files (default: every study in the store)")
-    report.add_argument("--runs-dir", default="runs")
-    report.add_argument("--out", default="reports", help="output folder")
+    report.add_argument("--runs-dir", default="runs", help=RUNS_HELP + " to read")
+    report.add_argument("--out", default="reports", help="output folder; reports already there that this store "
+                        "cannot regenerate (e.g. another machine's profile) are kept and listed")
     report.set_defaults(func=cmd_report)
 
-    merge = sub.add_parser("merge", help="copy the runs and results of another runs dir (e.g. from a GPU machine) into this one")
+    merge = sub.add_parser("merge", help="copy the runs and results of another runs dir (e.g. from a GPU machine) "
+                           "into this one", formatter_class=HelpFormatter)
     merge.add_argument("source", help="the other runs dir (holding ablate.db)")
-    merge.add_argument("--runs-dir", default="runs")
+    merge.add_argument("--runs-dir", default="runs", help=RUNS_HELP + " to merge into")
     merge.set_defaults(func=cmd_merge)
 
-    plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters")
-    plugins.add_argument("--kind", choices=list(KINDS), help="only this kind")
+    plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters",
+                             formatter_class=HelpFormatter)
+    plugins.add_argument("--kind", choices=KINDS, help="only this kind")
     plugins.add_argument("--plugins", action="append", metavar="PATH", help="also load this local plugin file")
     plugins.set_defaults(func=cmd_plugins)
     return parser

@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 2
 FINAL = -1  # the `step` of an evaluation of the final weights
@@ -220,6 +221,8 @@ class Store:
 
     # reading
     def frame(self, sql: str, params: tuple = ()) -> pd.DataFrame:
+        import pandas as pd  # here, not at the top: writing results (and `ablate plugins`) needs no pandas
+
         return pd.read_sql_query(sql, self.db, params=params)
 
     def studies(self) -> list[str]:

@@ -191,6 +191,13 @@ def _loc(loc: tuple) -> str:
     return out
 
 
+def _from_set(lines: list[str], overrides: dict[str, Any]) -> list[str]:
+    """Mark the errors at (or under) a key given with --set, which the study file itself does not hold."""
+    def given(where: str) -> str | None:
+        return next((k for k in overrides if where == k or where.startswith((f"{k}.", f"{k}["))), None)
+    return [f"{line} (from --set {key})" if (key := given(line.split(":")[0])) else line for line in lines]
+
+
 def _errors(exc: ValidationError, prefix: str = "") -> list[str]:
     lines = []
     for err in exc.errors():
@@ -243,7 +250,7 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     try:
         model = StudyModel.model_validate(raw)
     except ValidationError as exc:
-        raise StudyError("invalid study:\n  " + "\n  ".join(_errors(exc)), file=file) from None
+        raise StudyError("invalid study:\n  " + "\n  ".join(_from_set(_errors(exc), parsed)), file=file) from None
 
     plugin_files = [(path.parent / p).resolve() for p in model.plugins] + [Path(p).resolve() for p in extra_plugins]
     missing = [str(p) for p in plugin_files if not p.is_file()]
@@ -292,7 +299,7 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
         errors += _plugin_checks(registry, lists["sampler"], lists["metric"],
                                  [base["schedule"]] if base["schedule"] and "schedule" not in varied else [],
                                  [base["data"]] if base["data"] and "data" not in varied else [])
-        raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+        raise StudyError("invalid study:\n  " + "\n  ".join(_from_set(errors, parsed)), file=file)
 
     cells = []
     for combo in itertools.product(*axes):
