@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,7 +207,9 @@ class KID(_FeatureMetric):
 
         kwargs = self._inception_kwargs() if extractor.inception else {}
         size = min(self.params.subset_size, n)
-        return KernelInceptionDistance(feature=extractor.feature, subsets=self.params.subsets, subset_size=size, **kwargs)
+        with warnings.catch_warnings():  # torchmetrics warns that KID keeps every feature: it must, at these sizes
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            return KernelInceptionDistance(feature=extractor.feature, subsets=self.params.subsets, subset_size=size, **kwargs)
 
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         assert samples is not None
