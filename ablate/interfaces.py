@@ -49,6 +49,7 @@ class DataSpec:
     shape: tuple[int, ...]
     num_classes: int | None = None
     mixture: Mixture | None = None
+    lift: Tensor | None = None  # float64 [D, d], orthonormal columns: data = lift @ z with z ~ mixture (gmm_lifted)
 
     @property
     def is_image(self) -> bool:
@@ -208,12 +209,16 @@ class Metric(Plugin):
     `keys` declares the output keys (a key ending in "*" matches every key with that prefix);
     a key that is not declared is still stored and tabulated, with no "best" claim.
     `cheap = True` metrics are also evaluated at the intermediate steps of `eval.at_steps`.
+    `compares_with`: the real split `evaluate` gets as `real`: the evaluation's reference split
+    (held-out by default), or "train" for a metric about the training set (memorisation). Its
+    real-data row scores the other split in place of samples.
     """
 
     kind = "metric"
     required = ("evaluate",)
     optional = ("check",)
     needs_samples: ClassVar[bool] = True
+    compares_with: ClassVar[Literal["reference", "train"]] = "reference"
     keys: ClassVar[dict[str, KeySpec]] = {}
     cheap: ClassVar[bool] = False
 

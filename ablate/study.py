@@ -12,9 +12,10 @@ import hashlib
 import itertools
 import json
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -57,6 +58,13 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     batch_size: int = Field(1000, ge=1, description="samples generated per batch")
     grid_samples: int = Field(64, ge=0, description="samples kept per sampler for the report's sample grid")
+    reference: Literal["test", "train"] = Field("test", description="real split samples are compared with: the "
+                                                "held-out 'test' split, or 'train' (what the model was fitted to)")
+    clip_x0: bool | None = Field(None, description="clamp x0_hat to [-1, 1] at the denoiser (DDPM's clip_denoised) "
+                                 "for every sampler; default: on for image data, off otherwise")
+    raw_weights: bool = Field(False, description="also evaluate the raw (non-EMA) final weights")
+    at_steps: list[int] = Field([], description="training steps at which the cheap metrics are also evaluated "
+                                "(learning curves), with the EMA weights of that step")
 
 
 class StudyModel(_Strict):
@@ -323,11 +331,26 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
     if errors:
         raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+    for schedule in {json.dumps(c.config["schedule"], sort_keys=True): c.config["schedule"] for c in cells}.values():
+        _warn_if_not_noise(registry, schedule, file)
     contrasts = _contrasts(model.contrast, cells, lists, registry, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, samplers=lists["sampler"], metrics=lists["metric"], eval=model.eval,
                  executor=resolved["executor"], plugin_files=plugin_files, registry=registry,
                  contrasts=contrasts)
+
+
+def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:
+    """Sampling starts from N(0, I), which is only right when abar_T is close to 0."""
+    name = label(registry, "schedule", schedule)
+    try:
+        abar_T = float(registry.from_table("schedule", schedule).diffusion().alpha_bars[-1])
+    except Exception as exc:  # a plugin's betas: say so before any training starts
+        raise StudyError(f"schedule {name}: could not build its betas ({type(exc).__name__}: {exc})", file=file, key="schedule") from None
+    if abar_T > 1e-3:
+        warnings.warn(f"{file}: schedule {name} ends at abar_T = {abar_T:.3g} > 1e-3, so x_T "
+                      "is far from the N(0, I) that sampling starts from; raise T or beta_end, keep linear's "
+                      "scale_with_T = true, or use the cosine schedule", stacklevel=3)
 
 
 def _plugin_checks(registry: Registry, samplers: list[dict[str, Any]], metrics: list[dict[str, Any]],

@@ -33,7 +33,6 @@ hidden = 16
 [schedule]
 name = "linear"
 T = 100
-beta_end = 0.2
 
 [train]
 steps = 20
@@ -250,7 +249,7 @@ ch_mult = [1, 2]
 [schedule]
 name = "linear"
 T = 100
-beta_end = 0.2
+beta_end = 0.015
 
 [[sampler]]
 name = "ancestral"
@@ -289,7 +288,7 @@ def test_profile_switching_a_plugin_drops_its_params(profiles):
     (cell,) = study.cells
     assert cell.config["model"] == {"name": "mlp", "hidden": 16, "depth": 3}
     assert cell.config["train"]["steps"] == 7
-    assert cell.config["schedule"] == {"name": "linear", "T": 50, "beta_start": 1e-4, "beta_end": 0.2}
+    assert cell.config["schedule"] == {"name": "linear", "T": 50, "beta_start": 1e-4, "beta_end": 0.015, "scale_with_T": True}
     assert [s["name"] for s in study.samplers] == ["ancestral", "one_step"]
     assert study.samplers[0]["variance"] == "beta" and study.samplers[1]["jump_at"] == 10
     assert study.profile == "quick"
@@ -304,7 +303,7 @@ def test_profile_keeping_a_plugin_keeps_its_params(profiles):
 def test_profile_with_whole_tables(profiles):
     study = load_study(profiles, profile="whole")
     assert study.cells[0].config["model"] == {"name": "mlp", "hidden": 128, "depth": 2}
-    assert study.samplers == [{"name": "one_step", "jump_at": 10, "variance": "posterior", "clip_x0": False}]
+    assert study.samplers == [{"name": "one_step", "jump_at": 10, "variance": "posterior"}]
 
 
 def test_set_applies_after_the_profile(profiles):
