@@ -206,7 +206,7 @@ def test_diverging_cell_is_marked_failed_and_the_study_goes_on(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "failed earlier (loss became inf at step 1); not retried" in out
     assert "FAILED explode seed 0" in out
-    assert set(frame.arm) == {"simple"} and len(frame) == 2 * 5
+    assert set(frame.arm) == {"simple"} and len(frame) == 3 * 5  # 2 samplers and the real-data floor
 
 
 # --- --set values and profiles -----------------------------------------------------------------
@@ -286,7 +286,7 @@ def profiles(tmp_path):
 def test_profile_switching_a_plugin_drops_its_params(profiles):
     study = load_study(profiles, profile="quick")
     (cell,) = study.cells
-    assert cell.config["model"] == {"name": "mlp", "hidden": 16, "depth": 3}
+    assert cell.config["model"] == {"name": "mlp", "hidden": 16, "depth": 3, "skip": False}
     assert cell.config["train"]["steps"] == 7
     assert cell.config["schedule"] == {"name": "linear", "T": 50, "beta_start": 1e-4, "beta_end": 0.015, "scale_with_T": True}
     assert [s["name"] for s in study.samplers] == ["ancestral", "one_step"]
@@ -302,13 +302,13 @@ def test_profile_keeping_a_plugin_keeps_its_params(profiles):
 
 def test_profile_with_whole_tables(profiles):
     study = load_study(profiles, profile="whole")
-    assert study.cells[0].config["model"] == {"name": "mlp", "hidden": 128, "depth": 2}
+    assert study.cells[0].config["model"] == {"name": "mlp", "hidden": 128, "depth": 2, "skip": False}
     assert study.samplers == [{"name": "one_step", "jump_at": 10, "variance": "posterior"}]
 
 
 def test_set_applies_after_the_profile(profiles):
     (cell,) = load_study(profiles, profile="quick", overrides=["model.hidden=32", "train.steps=9"]).cells
-    assert cell.config["model"] == {"name": "mlp", "hidden": 32, "depth": 3}
+    assert cell.config["model"] == {"name": "mlp", "hidden": 32, "depth": 3, "skip": False}
     assert cell.config["train"]["steps"] == 9
     # switching back by --set drops the profile's mlp params too: unet with its defaults
     (cell,) = load_study(profiles, profile="quick", overrides=["model.name=unet"]).cells

@@ -65,7 +65,8 @@ def test_study_results_have_the_custom_sampler_rows(tutorial):
     frame = ablate.run_study(root / "compare.toml", runs_dir=runs, progress=False)  # a rerun: reads the store
     assert set(frame.metric) == {"gmm_fit(num_samples=500)"} and set(frame.seed) == {0, 1} and set(frame.num_samples) == {500}
     nfe = frame.groupby("sampler").nfe.first().to_dict()
-    assert nfe == {"ancestral": 1000, "my_ddim": 50, "my_ddim(eta=1.0)": 50, "my_ddim(steps=10)": 10}
+    assert nfe == {"ancestral": 1000, "my_ddim": 50, "my_ddim(eta=1.0)": 50, "my_ddim(steps=10)": 10,
+                   "real data (held-out)": 0}  # the floor: real points scored like samples
     assert (frame.groupby(["sampler", "key"]).size() == 2).all()  # one value per seed
     means = frame.groupby(["sampler", "key"]).value.mean().unstack()
     # the oracle is exact: ancestral and 50-step DDIM both reproduce the mixture
@@ -80,7 +81,7 @@ def test_study_results_have_the_custom_sampler_rows(tutorial):
     assert means.loc["my_ddim(steps=10)"].nll > means.loc["ancestral"].nll + 2
     with sqlite3.connect(runs / "ablate.db") as db:
         provenance = pd.read_sql("SELECT plugins FROM runs", db).plugins.iloc[0]
-    assert f'"sampler/my_ddim": "{(root / "my_ddim.py").resolve()}"' in provenance
+    assert f'"sampler/my_ddim": "{(root / "my_ddim.py").resolve()} sha256:' in provenance  # the file and its content
 
 
 def test_my_ddim_is_the_builtin_ddim(tutorial, registry):
