@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ablate.diffusion import Diffusion
+from ablate.fast import fast_denoiser
 from ablate.interfaces import Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study, label
@@ -102,7 +103,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     final = step == FINAL and weights == "ema"
     device = pick_device(config["train"]["device"])
     diffusion = parts.schedule.diffusion()
-    denoiser = parts.model.denoiser(module, parts.target, diffusion, data.spec)
+    denoiser = fast_denoiser(parts.model.denoiser(module, parts.target, diffusion, data.spec), config["train"], device)
     if hasattr(denoiser, "autocast"):
         denoiser.autocast = device.type == "cuda" and config["train"]["bf16"]
     clip = study.eval.clip_x0 if study.eval.clip_x0 is not None else data.spec.is_image

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ablate.errors import TrainingDiverged
+from ablate.fast import compiled
 from ablate.interfaces import Data, Model, Schedule, Target, Weighting
 from ablate.plugins import Registry
 from ablate.store import Store
@@ -127,7 +128,7 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
     if on_step is not None and step in at_steps:
         on_step(step, ema.eval())
     autocast = device.type == "cuda" and tc["bf16"]
-    forward = torch.compile(module) if tc["compile"] else module
+    forward = compiled(module, device) if tc["compile"] else module  # CUDA graphs on a GPU (ablate.fast)
     x_data = data.train.to(device)
     weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float().to(device)
     if step == 0:
