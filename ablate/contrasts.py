@@ -11,7 +11,7 @@ Pairs nobody declared go in a separate table labelled exploratory.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -51,6 +51,9 @@ class ContrastSpec(BaseModel):
     margin: float = Field(..., gt=0, description="equivalence margin of the TOST")
     relative: bool = Field(True, description="margin as a fraction of the baseline mean (false: absolute units)")
     name: str = Field("", description="a label for the report")
+    expected: Literal["better", "worse", "equivalent"] | None = Field(
+        None, description="what a prior finding says of `compare` against `baseline`; the report says whether this agrees")
+    source: str = Field("", description="where the prior finding is from (e.g. 'Ho et al. 2020')")
 
     @model_validator(mode="after")
     def _consistent(self) -> ContrastSpec:
@@ -88,6 +91,8 @@ class Comparison:
     margin: float
     relative: bool
     name: str = ""
+    expected: str | None = None
+    source: str = ""
 
     @property
     def title(self) -> str:
@@ -108,7 +113,8 @@ def expand(specs: Iterable[ContrastSpec | Mapping[str, Any]], arms: Sequence[str
         else:
             within = [spec.arm] if spec.arm is not None else list(arms)
             pairs = [((a, spec.baseline), (a, c)) for a in within for c in spec.compare]
-        out += [Comparison(spec.metric, b, c, spec.margin, spec.relative, spec.name) for b, c in pairs]
+        out += [Comparison(spec.metric, b, c, spec.margin, spec.relative, spec.name, spec.expected, spec.source)
+                for b, c in pairs]
     return out
 
 
@@ -153,7 +159,7 @@ def paired_values(frame: pd.DataFrame, key: str, baseline: Group, compare: Group
     """Seeds present (with finite values) in both groups, and the two groups' values at those seeds."""
     def series(group: Group) -> pd.Series:
         rows = frame[(frame.key == key) & (frame.arm == group[0]) & (frame.sampler == group[1])]
-        rows = rows[rows.value.map(lambda v: v is not None and math.isfinite(v))]
+        rows = rows[rows.value.map(lambda v: v is not None and math.isfinite(v)).astype(bool)]  # empty-safe mask
         if rows.seed.duplicated().any():
             raise AblateError(f"more than one value of {key!r} per seed for {group[0]} / {group[1]}")
         return rows.set_index("seed").value
@@ -251,7 +257,21 @@ def conclusion(o: Outcome) -> str:
     return (head + f"{comp} has {size} (mean difference {fmt(d)}, 95% CI {_ci(o.paired.low, o.paired.high)}; "
             f"bootstrap {_ci(o.boot.low, o.boot.high)}; n = {o.n} seeds{better}); paired t {_p_is(o.paired.p)} "
             f"(Holm {_p_is(o.p_holm)}), permutation {_p_is(o.flip.p)}{_reach(o.flip)}. "
-            f"Verdict: {o.verdict}{tail}.")
+            f"Verdict: {o.verdict}{tail}.{agreement(o)}")
+
+
+def agreement(o: Outcome) -> str:
+    """' It agrees with Ho et al. 2020 (...)': the verdict against the declared prior finding, if any."""
+    c = o.comparison
+    if c.expected is None:
+        return ""
+    expected = "equivalent within margin" if c.expected == "equivalent" else c.expected
+    said = f"{c.source or 'the prior finding'}, which found it {c.expected}"
+    if o.verdict == expected:
+        return f" This agrees with {said}."
+    if o.verdict.startswith("inconclusive"):
+        return f" This neither confirms nor contradicts {said}."
+    return f" This disagrees with {said}."
 
 
 def seeds_sentence(o: Outcome) -> str:
@@ -277,7 +297,7 @@ def per_seed_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | None
 
 
 def exploratory_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | None = None,
-                      declared: Iterable[Outcome] = ()) -> list[str]:
+                      declared: Iterable[Outcome] = (), keep: Callable[[Group, Group], bool] | None = None) -> list[str]:
     """Paired tests of the pairs of (arm, sampler) groups that differ in one factor (same arm or same
     sampler) and were not declared as a contrast, labelled exploratory.
 
@@ -287,7 +307,7 @@ def exploratory_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | N
     groups = list(groups) if groups is not None else list(dict.fromkeys(zip(rows.arm, rows.sampler, strict=True)))
     skip = {frozenset((o.comparison.baseline, o.comparison.compare)) for o in declared if o.comparison.key == key}
     pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1:]
-             if (a[0] == b[0] or a[1] == b[1]) and frozenset((a, b)) not in skip]
+             if (a[0] == b[0] or a[1] == b[1]) and frozenset((a, b)) not in skip and (keep is None or keep(a, b))]
     results = []
     for a, b in pairs:
         _, va, vb = paired_values(frame, key, a, b)

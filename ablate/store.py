@@ -237,8 +237,10 @@ class Store:
         return self.frame("SELECT * FROM runs WHERE id=?", (run_id,)).iloc[0]
 
     def run_cells(self, run_id: int) -> pd.DataFrame:
-        """The cells of a run in the order run: cell, arm, seed, config, status, reason, train_seconds, num_params."""
-        return self.frame("SELECT rc.cell, rc.arm, rc.seed, c.config, c.status, c.reason, c.train_seconds, c.num_params "
+        """The cells of a run in the order run: cell, arm, seed, config, status, reason, train_seconds, num_params,
+        step, clipped_steps, trivial_loss."""
+        return self.frame("SELECT rc.cell, rc.arm, rc.seed, c.config, c.status, c.reason, c.train_seconds, c.num_params, "
+                          "c.step, c.clipped_steps, c.trivial_loss "
                           "FROM run_cells rc JOIN cells c ON c.key = rc.cell WHERE rc.run=? ORDER BY rc.rowid", (run_id,))
 
     def worker_hardware(self, study: str, profile: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from scipy.stats import ttest_rel
 
 from ablate.cli import main
 from ablate.stats import holm, mean_ci, welch
@@ -41,13 +42,14 @@ def test_holm_matches_hand_computation():
     assert adjusted[0] == pytest.approx(0.5) and math.isnan(adjusted[1])
 
 
-FIDS = {"epsilon": [10.0, 11.0, 12.0], "x0": [20.0, 22.0, 24.0]}
+FIDS = {"epsilon": [10.0, 11.0, 12.0], "x0": [20.0, 22.0, 25.0]}
+FID_KEYS = {"fid": {"fid": {"direction": "lower", "role": "headline", "nonnegative": True, "description": "d"}}}
 
 
-def _fake_store(db) -> None:
+def _fake_store(db, contrasts: list | None = None) -> None:
     store = Store(db)
     run = store.start_run("demo", "quick", "/nonexistent/demo.toml", {"cpu": "test cpu", "device": "cpu"},
-                          {"sampler/ancestral": "built-in"}, {})
+                          {"sampler/ancestral": "built-in"}, {"metric_keys": FID_KEYS, "contrasts": contrasts or []})
     for arm, values in FIDS.items():
         for seed, value in enumerate(values):
             key = f"{arm}{seed}"
@@ -55,30 +57,52 @@ def _fake_store(db) -> None:
             store.update_cell(key, status="done", train_seconds=1.0, num_params=10)
             store.add_losses(key, [(10, 1.0), (20, 0.5)])
             store.add_metric(key, "ancestral", "fid", {"fid": value}, 100, 1000, 2.0)
+            store.add_metric(key, "real data (held-out)", "fid", {"fid": 3.0}, 100, 0, 0.1)
             store.add_metric(key, "-", "x0_error_by_t", {"t=0": 0.01, "t=999": 1.0}, 50, None, 0.1)
     store.finish_run(run)
     store.close()
 
 
-def test_report_tables_from_store_and_regeneration(tmp_path):
+def test_report_without_contrasts_is_exploratory(tmp_path):
     runs = tmp_path / "runs"
     _fake_store(runs / "ablate.db")
     out = tmp_path / "reports"
     assert main(["report", "--runs-dir", str(runs), "--out", str(out)]) == 0
     text = (out / "demo" / "README.md").read_text()
-    # epsilon: mean 11, sd 1 -> ± 4.3027/sqrt(3) = 2.48; x0: mean 22, sd 2 -> ± 4.97
-    assert "| epsilon | ancestral | 1000 | 100 | 11 ± 2.48 (n=3) |" in text
-    assert "| x0 | ancestral | 1000 | 100 | 22 ± 4.97 (n=3) |" in text
-    assert "**epsilon** is best: 11 (95% CI 8.52 to 13.5, n=3)" in text
-    a, b = FIDS["epsilon"], FIDS["x0"]
-    _, p = welch(a, b)
-    verdict = "significant" if p < 0.05 else "not significant"
-    assert f"x0 is worse by 11, 100% ({verdict}" in text
+    # fid is non-negative: a bootstrap interval of the mean, inside [min, max] of the seeds
+    row = next(line for line in text.splitlines() if line.startswith("| epsilon | ancestral | 1000 | 100 | 11 ["))
+    low, high = (float(v) for v in row.split("[")[1].split("]")[0].split(", "))
+    assert 10 <= low < 11 < high <= 12
+    assert "| (every arm) | real data (held-out) | 0 | 100 | 3 [3, 3] (n=3) |" in text  # the floor, once
+    assert "No contrasts were declared, so nothing here is a claim" in text and "**epsilon**" in text
+    assert "real data (held-out) scores 3" in text.lower()
+    # the exploratory table is paired on seeds: its p is scipy's ttest_rel
+    p = ttest_rel(FIDS["x0"], FIDS["epsilon"]).pvalue
+    assert "| epsilon / ancestral | x0 / ancestral | 3 |" in text and f"{p:.3f}" in text
     for png in ("fid_by_arm.png", "x0_error_by_t.png", "loss_curves.png"):
         assert (out / "demo" / png).stat().st_size > 1000
     assert "[demo](demo/README.md)" in (out / "README.md").read_text()
     assert main(["report", "--runs-dir", str(runs), "--out", str(out)]) == 0
-    assert (out / "demo" / "README.md").read_text() == text  # same store, same report
+    assert (out / "demo" / "README.md").read_text() == text  # same store, same report: byte-identical
+
+
+def test_report_answers_declared_contrasts(tmp_path):
+    contrast = {"metric": "fid", "baseline": "epsilon", "compare": ["x0"], "over": "arm", "sampler": "ancestral",
+                "arm": None, "margin": 0.1, "relative": True, "name": "x0 vs eps", "expected": "worse",
+                "source": "Ho et al. (2020)"}
+    _fake_store(tmp_path / "runs" / "ablate.db", [contrast])
+    out = tmp_path / "reports"
+    assert main(["report", "--runs-dir", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "demo" / "README.md").read_text()
+    p = ttest_rel(FIDS["x0"], FIDS["epsilon"]).pvalue
+    assert p < 0.05
+    conclusion = text.split("## Conclusion")[1].split("##")[0]
+    assert "**x0 vs eps**: x0 has fid higher than epsilon by 11.3" in conclusion
+    assert f"paired t p = {p:.3f}" in conclusion and "Verdict: worse." in conclusion
+    assert "This agrees with Ho et al. (2020), which found it worse." in conclusion
+    assert "the 8 sign flips cannot give p below 0.25" in conclusion  # n = 3 cannot reach 0.05, said in words
+    assert "## Declared contrasts" in text and "### Per-seed fid" in text
+    assert "| epsilon | ancestral | 10 | 11 | 12 |" in text and "| x0 | ancestral | 20 | 22 | 25 |" in text
 
 
 def test_report_without_store_is_a_clear_error(tmp_path, capsys):
@@ -97,8 +121,8 @@ def test_merge_copies_runs_once(tmp_path):
     store = Store(tmp_path / "home" / "ablate.db")
     try:
         assert store.frame("SELECT COUNT(*) AS n FROM runs").n[0] == 1
-        assert store.frame("SELECT COUNT(*) AS n FROM metrics").n[0] == 6 * 3  # fid + two x0 keys per cell
-        assert len(store.results("demo")) == 18
+        assert store.frame("SELECT COUNT(*) AS n FROM metrics").n[0] == 6 * 4  # fid, its floor, two x0 keys per cell
+        assert len(store.results("demo")) == 24
     finally:
         store.close()
     assert (tmp_path / "home" / "epsilon0" / "samples-x.pt").read_bytes() == b"x"

@@ -7,6 +7,7 @@ learning curves) adds a field here and a function there.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -14,14 +15,11 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.stats import Summary, mean_ci
-from ablate.store import NO_SAMPLER, Store
+from ablate.stats import Summary, bootstrap_ci, mean_ci
+from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 
-# metric key -> True if lower is better (None: neither); the first present key is the report's primary metric
-DIRECTION: dict[str, bool | None] = {"fid": True, "kid": True, "max_weight_error": True, "modes_covered": False,
-                                     "off_mode_fraction": True, "nll": True, "std_ratio": None}
-HIDDEN_KEYS = {"classifier_test_acc", "kid_std"}  # stored, but not shown as result columns
 ALPHA = 0.05
+NOT_DECLARED = {"direction": "none", "role": "headline", "nonnegative": False, "description": ""}
 
 
 @dataclass(frozen=True)
@@ -46,6 +44,23 @@ class ReportData:
     wall_seconds: float | None  # completed runs of this study and profile, summed
     runs_dir: Path
     settings: dict[str, Any] = field(default_factory=dict)  # the run's recorded settings
+    extra: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve and raw-weight rows (Store.results)
+
+    def spec(self, key: str) -> dict[str, Any]:
+        """What the metric that wrote `key` declared about it (the run records the declarations). A key no
+        metric declares is shown like a headline with no direction: tabulated, never called best."""
+        for declared in self.settings.get("metric_keys", {}).values():
+            for pattern, spec in declared.items():
+                if pattern == key or (pattern.endswith("*") and key.startswith(pattern[:-1])):
+                    return spec
+        return NOT_DECLARED
+
+    def direction(self, key: str) -> str:
+        return self.spec(key)["direction"]
+
+    @cached_property
+    def contrasts(self) -> list[dict[str, Any]]:
+        return self.settings.get("contrasts") or []
 
     @cached_property
     def arms(self) -> list[str]:
@@ -58,29 +73,53 @@ class ReportData:
 
     @cached_property
     def samplers(self) -> list[str]:
-        """Samplers, most network evaluations first."""
+        """Samplers, most network evaluations first (not the real-data floor)."""
         nfe = self.sampled.groupby("sampler").nfe.max()
-        return sorted(dict.fromkeys(self.sampled.sampler), key=lambda s: (-(nfe.get(s) or 0), s))
+        return sorted(set(self.sampled.sampler) - {REAL_DATA}, key=lambda s: (-(nfe.get(s) or 0), s))
 
     @cached_property
     def main(self) -> pd.DataFrame:
-        """The rows shown in the results table."""
-        return self.sampled[~self.sampled.key.isin(HIDDEN_KEYS)]
+        """The rows of sampled metrics (the real-data floor included)."""
+        return self.sampled
+
+    def _keys(self, role: str) -> list[str]:
+        return [k for k in dict.fromkeys(self.main.key) if self.spec(k)["role"] == role]
 
     @cached_property
     def keys(self) -> list[str]:
-        present = set(self.main.key)
-        return [k for k in DIRECTION if k in present]
+        """The headline keys (the results table's columns), in the order the metrics wrote them."""
+        return self._keys("headline")
+
+    @cached_property
+    def diagnostics(self) -> list[str]:
+        """Declared diagnostic keys of the sampled metrics (a table of their own), e.g. the memorisation distance."""
+        return [k for k in self._keys("diagnostic") if k != "classifier_test_acc"]
 
     @property
     def primary(self) -> str | None:
+        """The key the comparisons are about: the first declared contrast's, else the first headline key."""
+        if self.contrasts:
+            return self.contrasts[0]["metric"]
         return self.keys[0] if self.keys else None
+
+    def interval(self, arm: str, sampler: str, key: str) -> Summary:
+        """Mean and 95% interval over seeds; a non-negative key's interval never goes below zero."""
+        values = self.values(arm, sampler, key)
+        if not self.spec(key)["nonnegative"] or len(values) < 2:
+            return mean_ci(values)
+        boot = bootstrap_ci(values)  # percentile bootstrap of the mean: inside [min, max], clipped at 0
+        return Summary(boot.n, float(sum(values) / len(values)), math.nan, max(0.0, boot.low), max(0.0, boot.high))
+
+    @cached_property
+    def floors(self) -> pd.DataFrame:
+        return self.main[self.main.sampler == REAL_DATA]
 
     @cached_property
     def groups(self) -> list[tuple[str, str]]:
         """(arm, sampler) pairs: arms in the order run, samplers by NFE."""
         pairs = dict.fromkeys(zip(self.main.arm, self.main.sampler, strict=True))
-        return sorted(pairs, key=lambda g: (self.arms.index(g[0]) if g[0] in self.arms else 0, self.samplers.index(g[1])))
+        order = [*self.samplers, REAL_DATA]
+        return sorted(pairs, key=lambda g: (self.arms.index(g[0]) if g[0] in self.arms else 0, order.index(g[1])))
 
     @property
     def hardware_label(self) -> str:
@@ -108,17 +147,15 @@ class ReportData:
         return f"{arm} / {sampler}"
 
 
-def lower_is_better(key: str) -> bool:
-    return DIRECTION.get(key) is not False
-
-
 def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:
     run_id = store.latest_run(study, profile)
     cells = store.run_cells(run_id)
     losses = store.losses(cells.cell.tolist())
     losses = losses.merge(cells[["cell", "arm", "seed"]], on="cell") if len(losses) else losses
     run = store.run(run_id)
+    everything = store.results(study, run_id=run_id, final_only=False)
+    extra = everything[(everything.step != FINAL) | (everything.weights != "ema")]
     return ReportData(study=study, profile=profile, run=run, cells=cells, results=store.results(study, run_id=run_id),
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
-                      settings=json.loads(run.settings or "{}"))
+                      settings=json.loads(run.settings or "{}"), extra=extra.reset_index(drop=True))

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -27,7 +28,9 @@ def draw(data: ReportData, folder: Path) -> list[Plot]:
     """Build and save every plot the data supports; returns them in report order."""
     plots = []
     builders = [lambda: metric_figure(data, data.primary) if data.primary else None,
-                lambda: x0_error_figure(data), lambda: loss_figure(data), lambda: samples_figure(data)]
+                lambda: axis_figure(data, data.primary) if data.primary else None,
+                lambda: x0_error_figure(data), lambda: learning_figure(data), lambda: loss_figure(data),
+                lambda: samples_figure(data)]
     for build in builders:
         made = build()
         if made:
@@ -83,13 +86,147 @@ def _finish(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str, clipped
 
 
 def metric_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
-    """Against NFE when the samplers differ in NFE; otherwise one point with its CI per arm/sampler."""
+    """Against NFE when the samplers differ in NFE (one panel per arm, a line per sampler family, with
+    several arms); otherwise one point with its CI per arm/sampler."""
     groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]
     if not groups:
         return None
     if len({data.nfe(*g) for g in groups} - {None}) > 1:
+        if len(data.arms) > 1 and len(data.samplers) > 3:
+            return _families_vs_nfe(data, key, groups)
         return _metric_vs_nfe(data, key, groups)
     return _metric_by_group(data, key, groups)
+
+
+def _parse_label(label: str) -> tuple[str, dict[str, str]]:
+    """'ddim(steps=10, eta=1.0)' -> ('ddim', {'steps': '10', 'eta': '1.0'}) (defaults are left out of labels)."""
+    name, _, rest = label.partition("(")
+    params = dict(p.split("=", 1) for p in rest.rstrip(")").split(", ") if "=" in p)
+    return name, params
+
+
+def sampler_families(samplers: list[str]) -> dict[str, str]:
+    """sampler label -> family: samplers of one plugin differing in the parameter that takes the most values
+    (the cost: DDIM's steps, one_step's jump_at) form one family; the other parameters name it."""
+    parsed = {s: _parse_label(s) for s in samplers}
+    out = {}
+    for name in dict.fromkeys(n for n, _ in parsed.values()):
+        members = [s for s, (n, _) in parsed.items() if n == name]
+        params = sorted({k for s in members for k in parsed[s][1]})
+        counts = {k: len({parsed[s][1].get(k) for s in members}) for k in params}
+        axis = max(counts, key=lambda k: counts[k]) if counts else None
+        for s in members:
+            rest = {k: v for k, v in parsed[s][1].items() if k != axis}
+            out[s] = name + (f"({', '.join(f'{k}={v}' for k, v in rest.items())})" if rest else "")
+    return out
+
+
+def _floor_line(ax: Axes, data: ReportData, key: str, arm: str | None = None) -> None:
+    """The real-data floor as a dashed line: what real images score on the same metric."""
+    rows = data.floors[data.floors.key == key]
+    if arm is not None:
+        rows = rows[rows.arm == arm]
+    if len(rows):
+        ax.axhline(rows.value.mean(), color="0.3", linestyle="--", linewidth=1, label="real data (held-out)")
+
+
+def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
+    families = sampler_families(data.samplers)
+    names = list(dict.fromkeys(families[s] for s in data.samplers))
+    arms = [a for a in data.arms if any(g[0] == a for g in groups)]
+    cols = min(2, len(arms))
+    rows = math.ceil(len(arms) / cols)
+    fig = Figure(figsize=(6.0 * cols + 1.6, 3.8 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    clipped = False
+    for ax in axes.flat[len(arms):]:
+        ax.axis("off")
+    for ax, arm in zip(axes.flat, arms, strict=False):
+        stats = {g: data.summary(*g, key) for g in groups if g[0] == arm}
+        log = _wants_log([v for st in stats.values() for v in (st.mean, st.high)])
+        for i, family in enumerate(names):
+            pts = sorted((data.nfe(*g), st) for g, st in stats.items() if families[g[1]] == family and data.nfe(*g))
+            if pts:
+                clipped |= _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], log, marker="os^D<>ph*X"[i % 10],
+                                      color=f"C{i % 10}", label=family if ax is axes.flat[0] else None)
+        _floor_line(ax, data, key, arm)
+        ax.set_xscale("log")
+        if log:
+            _log_scale(ax, "y", *_range([v for st in stats.values() for v in (st.low, st.mean, st.high)]))
+        ax.set_title(arm, fontsize=9)
+        ax.set_xlabel("network evaluations per sample (NFE)")
+        ax.set_ylabel(f"{key} (mean ± 95% CI)")
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if clipped:
+        handles.append(Line2D([], [], marker="v", linestyle="", color="black"))
+        labels.append("CI reaches ≤ 0 (off the log axis)")
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    fig.suptitle(f"{key} against the number of network evaluations, per arm")
+    return Plot(f"{key} vs NFE", f"{key}_vs_nfe.png"), fig
+
+
+def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
+    """The metric against a numeric axis of the arms (e.g. `D=8`), one line per value of the rest, with the
+    real-data floor per axis value: where the arms cross."""
+    from ablate.report.text import _split_axis
+
+    parsed = {arm: _split_axis(arm) for arm in data.arms}
+    if any(axis is None for _, axis in parsed.values()) or len({axis[0] for _, axis in parsed.values()}) != 1:
+        return None
+    sampler = data.samplers[0] if data.samplers else None
+    if sampler is None:
+        return None
+    name = next(iter(parsed.values()))[1][0]
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    stats_all = []
+    for i, rest in enumerate(dict.fromkeys(r for r, _ in parsed.values())):
+        pts = sorted((axis[1], data.summary(arm, sampler, key)) for arm, (r, axis) in parsed.items()
+                     if r == rest and data.values(arm, sampler, key))
+        if pts:
+            stats_all += [p[1] for p in pts]
+            _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], False, marker="o", color=f"C{i % 10}", label=rest)
+    floors = sorted((axis[1], data.floors[(data.floors.arm == arm) & (data.floors.key == key)].value.mean())
+                    for arm, (_, axis) in parsed.items())
+    floors = [f for f in floors if math.isfinite(f[1])]
+    if floors:
+        ax.plot([f[0] for f in floors], [f[1] for f in floors], "k--", linewidth=1, label="real data (held-out)")
+    if not stats_all:
+        return None
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    _finish(fig, ax, name, f"{key} (mean ± 95% CI, {sampler})", f"{key} against {name}")
+    return Plot(f"{key} vs {name}", f"{key}_vs_{name}.png"), fig
+
+
+def learning_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    """Cheap metrics at intermediate training steps, per arm: does a ranking hold or reflect training length?"""
+    curve = data.extra[(data.extra.weights == "ema") & (data.extra.step != -1)]
+    keys = [k for k in dict.fromkeys(curve.key) if data.spec(k)["role"] != "curve"]
+    if not keys:
+        return None
+    key = keys[0]
+    final = data.results[data.results.key == key].merge(data.cells[["cell", "step"]].rename(columns={"step": "at"}),
+                                                        on="cell")
+    rows = [curve[curve.key == key][["arm", "seed", "step", "value"]],
+            final.assign(step=final["at"])[["arm", "seed", "step", "value"]]]
+    rows = pd.concat(rows)
+    fig = Figure(figsize=(7.2, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    shown = []
+    for i, arm in enumerate(data.arms):
+        sub = rows[rows.arm == arm]
+        steps = sorted(set(sub.step))
+        stats = [mean_ci(sub[sub.step == s].value.tolist()) for s in steps]
+        if steps:
+            _errorbars(ax, steps, stats, False, marker="o", color=f"C{i % 10}", label=arm)
+            shown += [v for st in stats for v in (st.mean, st.low, st.high)]
+    if _wants_log(shown):
+        _log_scale(ax, "y", *_range(shown))
+    metric = next(iter(curve[curve.key == key].metric), "")
+    _finish(fig, ax, "training step", f"{key} (mean ± 95% CI)", f"Learning curve: {metric} {key} by training step")
+    return Plot("Learning curves", "learning_curves.png"), fig
 
 
 def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
@@ -126,6 +263,7 @@ def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) 
     clipped = False
     for i, s in enumerate(stats):
         clipped |= _errorbars(ax, [i], [s], log, marker="o", color=f"C{i % 10}")
+    _floor_line(ax, data, key)
     if log:
         _log_scale(ax, "y", *_range([v for s in stats for v in (s.low, s.mean, s.high)]))
     ax.set_xticks(range(len(groups)), names, rotation=20 if max(map(len, names)) > 12 else 0, ha="right"
