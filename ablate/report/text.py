@@ -36,6 +36,8 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     outcomes = _outcomes(data)
     sentences = _conclusions(data, outcomes)
     conclusion = " ".join(sentences) if sentences else "no results yet"
+    if outcomes:  # the index gets the verdicts; the report, the sentences
+        conclusion = "; ".join(f"{o.comparison.name or o.comparison.title}: {o.verdict}" for o in outcomes) + "."
     if sentences:
         lines += ["## Conclusion", ""] + [f"- {s}" for s in sentences] + [""]
     lines += _setup(data) + _health(data)
