@@ -235,3 +235,14 @@ def test_mlp_skip_adds_the_input(registry):
     skip = registry.create("model", "mlp", {"hidden": 16, "skip": True}).build(spec)
     x, t = torch.randn(5, 2), torch.tensor([0, 1, 2, 3, 4])
     assert torch.allclose(skip(x, t), plain(x, t) + x)
+
+
+def test_progress_without_a_terminal_prints_lines(tmp_path, capsys):
+    """Under CI or into a log file tqdm stays silent, so training prints a line every tenth of the run."""
+    from ablate.cli import main
+
+    (tmp_path / "s.toml").write_text(GMM_MLP.replace("at_steps = [20, 40]\nraw_weights = true\n", ""))
+    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("  train step ")]
+    assert [line.split(",")[0] for line in lines] == [f"  train step {s}/60" for s in range(6, 61, 6)]
