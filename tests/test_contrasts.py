@@ -210,7 +210,8 @@ def test_contrasts_are_resolved_and_recorded_in_the_run(tmp_path):
     path.write_text(STUDY)
     study = load_study(path)
     assert study.contrasts == [{"metric": "nll", "baseline": "epsilon", "compare": ["x0"], "over": "arm",
-                                "sampler": "ancestral", "arm": None, "margin": 0.1, "relative": True, "name": ""}]
+                                "sampler": "ancestral", "arm": None, "margin": 0.1, "relative": True, "name": "",
+                                "expected": None, "source": ""}]
     run_study(path, runs_dir=tmp_path / "runs", progress=False)
     store = Store(tmp_path / "runs" / "ablate.db")
     settings = json.loads(store.db.execute("SELECT settings FROM runs").fetchone()[0])

@@ -56,18 +56,19 @@ def _wants_log(values: list[float]) -> bool:
 
 
 def _errorbars(ax: Axes, xs: list[float], stats: list[Summary], log: bool, **style) -> bool:
-    """Mean ± 95% CI half-width; on a log axis a CI reaching 0 or below is drawn to the axis floor and marked
+    """Mean with its 95% interval (asymmetric for a non-negative metric's); on a log axis a CI reaching 0 or below is drawn to the axis floor and marked
     with a downward triangle (its true lower end is off the axis). Returns whether any was clipped."""
     means = [s.mean for s in stats]
-    half = [s.half_width if s.n > 1 and math.isfinite(s.half_width) else 0.0 for s in stats]
-    low = [m - h for m, h in zip(means, half, strict=True)]
+    ok = [s.n > 1 and math.isfinite(s.low) and math.isfinite(s.high) for s in stats]
+    low = [s.low if good else s.mean for s, good in zip(stats, ok, strict=True)]
+    above = [s.high - s.mean if good else 0.0 for s, good in zip(stats, ok, strict=True)]
     clipped = [log and lo <= 0 for lo in low]
     if any(clipped):
         floor = 0.5 * min([v for v in low + means if v > 0])
         low = [floor if c else lo for lo, c in zip(low, clipped, strict=True)]
         ax.plot([x for x, c in zip(xs, clipped, strict=True) if c], [floor] * sum(clipped), "v",
                 color=style.get("color", "black"), markersize=7)
-    ax.errorbar(xs, means, yerr=[np.subtract(means, low), half], capsize=3, **style)
+    ax.errorbar(xs, means, yerr=[np.subtract(means, low), above], capsize=3, **style)
     return any(clipped)
 
 
@@ -142,7 +143,7 @@ def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) 
     for ax in axes.flat[len(arms):]:
         ax.axis("off")
     for ax, arm in zip(axes.flat, arms, strict=False):
-        stats = {g: data.summary(*g, key) for g in groups if g[0] == arm}
+        stats = {g: data.interval(*g, key) for g in groups if g[0] == arm}
         log = _wants_log([v for st in stats.values() for v in (st.mean, st.high)])
         for i, family in enumerate(names):
             pts = sorted((data.nfe(*g), st) for g, st in stats.items() if families[g[1]] == family and data.nfe(*g))
@@ -155,7 +156,7 @@ def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) 
             _log_scale(ax, "y", *_range([v for st in stats.values() for v in (st.low, st.mean, st.high)]))
         ax.set_title(arm, fontsize=9)
         ax.set_xlabel("network evaluations per sample (NFE)")
-        ax.set_ylabel(f"{key} (mean ± 95% CI)")
+        ax.set_ylabel(f"{key} (mean, 95% interval)")
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if clipped:
@@ -182,7 +183,7 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
     ax = fig.add_subplot()
     stats_all = []
     for i, rest in enumerate(dict.fromkeys(r for r, _ in parsed.values())):
-        pts = sorted((axis[1], data.summary(arm, sampler, key)) for arm, (r, axis) in parsed.items()
+        pts = sorted((axis[1], data.interval(arm, sampler, key)) for arm, (r, axis) in parsed.items()
                      if r == rest and data.values(arm, sampler, key))
         if pts:
             stats_all += [p[1] for p in pts]
@@ -196,7 +197,7 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
         return None
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    _finish(fig, ax, name, f"{key} (mean ± 95% CI, {sampler})", f"{key} against {name}")
+    _finish(fig, ax, name, f"{key} (mean, 95% interval, {sampler})", f"{key} against {name}")
     return Plot(f"{key} vs {name}", f"{key}_vs_{name}.png"), fig
 
 
@@ -224,15 +225,15 @@ def learning_figure(data: ReportData) -> tuple[Plot, Figure] | None:
             shown += [v for st in stats for v in (st.mean, st.low, st.high)]
     if _wants_log(shown):
         _log_scale(ax, "y", *_range(shown))
-    metric = next(iter(curve[curve.key == key].metric), "")
-    _finish(fig, ax, "training step", f"{key} (mean ± 95% CI)", f"Learning curve: {metric} {key} by training step")
+    metric = next(iter(curve[curve.key == key].metric), "").split("(")[0]
+    _finish(fig, ax, "training step", f"{metric} {key} (mean, 95% interval)", "Learning curves (EMA weights)")
     return Plot("Learning curves", "learning_curves.png"), fig
 
 
 def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
     fig = Figure(figsize=(7.6, 4.4), layout="constrained")
     ax = fig.add_subplot()
-    stats = {g: data.summary(*g, key) for g in groups}
+    stats = {g: data.interval(*g, key) for g in groups}
     log = _wants_log([v for s in stats.values() for v in (s.mean, s.high)])
     clipped = False
     for arm in data.arms:
@@ -249,7 +250,7 @@ def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) ->
     ax.set_xscale("log")
     if log:
         _log_scale(ax, "y", *_range([v for s in stats.values() for v in (s.low, s.mean, s.high)]))
-    _finish(fig, ax, "network evaluations per sample (NFE)", f"{key} (mean ± 95% CI)",
+    _finish(fig, ax, "network evaluations per sample (NFE)", f"{key} (mean, 95% interval)",
             f"{key} against the number of network evaluations", clipped)
     return Plot(f"{key} vs NFE", f"{key}_vs_nfe.png"), fig
 
@@ -258,7 +259,7 @@ def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) 
     names = [data.group_name(*g) for g in groups]
     fig = Figure(figsize=(max(5.6, 1.0 + 0.9 * len(groups)), 4.4), layout="constrained")
     ax = fig.add_subplot()
-    stats = [data.summary(*g, key) for g in groups]
+    stats = [data.interval(*g, key) for g in groups]
     log = _wants_log([v for s in stats for v in (s.mean, s.high)])
     clipped = False
     for i, s in enumerate(stats):
@@ -270,7 +271,7 @@ def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) 
                   if max(map(len, names)) > 12 else "center", fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.5)
     nfe = data.nfe(*groups[0])
-    _finish(fig, ax, "arm" if len(data.arms) > 1 else "sampler", f"{key} (mean ± 95% CI)",
+    _finish(fig, ax, "arm" if len(data.arms) > 1 else "sampler", f"{key} (mean, 95% interval)",
             f"{key} per {'arm' if len(data.arms) > 1 else 'sampler'}" + (f" ({nfe} NFE)" if nfe else ""), clipped)
     return Plot(f"{key} per arm", f"{key}_by_arm.png"), fig
 
