@@ -156,7 +156,7 @@ def main() -> None:
     args.label, args.T, args.data = device_label(device), 1000, "mnist5k"
     model, shape, counts = UNET, (1, 28, 28), [1, 2, 4, 8]
     if args.tiny:
-        args.steps, args.batch, args.T, args.data = 20, 16, 20, "digits"
+        args.steps, args.batch, args.T, args.data = 20, 16, 50, "digits"
         model, shape, counts = TINY_UNET, (1, 8, 8), [1, 2]
     sampling(device, args, model, shape)
     mfu(device, args, model, shape)
