@@ -29,13 +29,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
-from ablate.interfaces import Data
+from ablate.interfaces import KINDS, Data
 from ablate.plugins import Registry
 from ablate.store import NO_SAMPLER, REAL_DATA, Store
-from ablate.study import Cell, Study, label, load_study
-from ablate.train import Parts, load_checkpoint, pick_device, train_cell
+from ablate.study import Cell, EvalConfig, Study, load_study
+from ablate.train import load_checkpoint, train_cell
 from ablate.worker import run_remote
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
@@ -95,6 +96,10 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
+EVAL_METHOD = ("reference", "clip_x0")  # eval settings that change what the stored numbers mean
+EVAL_DEFAULTS = EvalConfig().model_dump()
+
+
 def plugin_identity(registry: Registry, kind: str, name: str) -> str:
     """The code a plugin runs: a local file by the sha256 of its content, a package by its version,
     a built-in by ablate's version."""
@@ -106,39 +111,42 @@ def plugin_identity(registry: Registry, kind: str, name: str) -> str:
     return f"built-in (ablate {_version()})"
 
 
-TRAINING_KINDS = (("data", "dataset"), ("model", "model"), ("schedule", "schedule"), ("target", "target"),
-                  ("weighting", "weighting"))
-
-
 def cell_plugins(study: Study, cell: Cell) -> dict[str, str]:
-    """'kind/name' -> identity of the plugins that train a cell."""
-    return {f"{kind}/{cell.config[section]['name']}": plugin_identity(study.registry, kind, cell.config[section]["name"])
-            for section, kind in TRAINING_KINDS}
+    """'kind/name' -> identity of the plugins that train a cell (every kind with `cell=True`)."""
+    names = ((k.name, cell.config[k.section]["name"]) for k in KINDS.values() if k.cell)
+    return {f"{kind}/{name}": plugin_identity(study.registry, kind, name) for kind, name in names}
 
 
 def eval_plugins(study: Study) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
     """Sampler and metric label -> {'kind/name': identity}: what each evaluation rests on (besides its cell)."""
     out = []
     for kind, tables in (("sampler", study.samplers), ("metric", study.metrics)):
-        out.append({label(study.registry, kind, t): {f"{kind}/{t['name']}": plugin_identity(study.registry, kind, t["name"])}
+        out.append({study.registry.label(kind, t): {f"{kind}/{t['name']}": plugin_identity(study.registry, kind, t["name"])}
                     for t in tables})
+    # evaluation settings that change what a metric measures are part of what it rests on (only when set,
+    # so results stored with the defaults keep their identity)
+    method = {k: v for k, v in study.eval.model_dump().items() if k in EVAL_METHOD and v != EVAL_DEFAULTS[k]}
+    if method:
+        out[1] = {m: {**ids, "eval": json.dumps(method, sort_keys=True)} for m, ids in out[1].items()}
     return out[0], out[1]
 
 
 def plugin_provenance(study: Study) -> dict[str, str]:
     """'kind/name' -> identity (built-in, package==version, or file and sha256): a report says exactly what ran."""
     used: set[tuple[str, str]] = set()
-    for cell in study.cells:
-        used |= {(kind, cell.config[section]["name"]) for section, kind in TRAINING_KINDS}
-    used |= {("sampler", s["name"]) for s in study.samplers} | {("metric", m["name"]) for m in study.metrics}
-    used.add(("executor", study.executor["name"]))
+    for kind in KINDS.values():
+        if kind.cell:
+            used |= {(kind.name, cell.config[kind.section]["name"]) for cell in study.cells}
+        else:
+            tables = study.sections[kind.section] if kind.many else [study.sections[kind.section]]
+            used |= {(kind.name, table["name"]) for table in tables}
     return {f"{kind}/{name}": plugin_identity(study.registry, kind, name) for kind, name in sorted(used)}
 
 
 def evaluated_labels(study: Study) -> dict[str, list[str]]:
     """The sampler and metric labels a study evaluates: a shared cell may hold other studies' rows too."""
-    return {"samplers": [label(study.registry, "sampler", s) for s in study.samplers],
-            "metrics": [label(study.registry, "metric", m) for m in study.metrics]}
+    return {"samplers": [study.registry.label("sampler", s) for s in study.samplers],
+            "metrics": [study.registry.label("metric", m) for m in study.metrics]}
 
 
 def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
@@ -146,7 +154,7 @@ def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
     out = {}
     for spec in study.metrics:
         cls = study.registry.get("metric", spec["name"])
-        out[label(study.registry, "metric", spec)] = {k: dataclasses.asdict(v) for k, v in cls.keys.items()}
+        out[study.registry.label("metric", spec)] = {k: dataclasses.asdict(v) for k, v in cls.keys.items()}
     return out
 
 

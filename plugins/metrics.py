@@ -81,7 +81,7 @@ def trained_classifier(data: Data, cache_dir: Path, epochs: int = 30) -> tuple[C
     with torch.no_grad():
         acc = (model.logits(data.test).argmax(1) == data.test_labels).float().mean().item()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # workers of one study may train it at once: each its own file
     torch.save({"model": model.state_dict(), "test_acc": acc}, tmp)
     os.replace(tmp, path)
     return model, acc

@@ -215,10 +215,11 @@ def test_learning_curves_raw_weights_and_clipping_are_recorded(tmp_path):
 def test_trivial_loss_is_the_closed_form(registry, target, expected):
     """Predicting 0 costs E[eps^2] = 1 for epsilon and E[x0^2] per value for x0 (gmm2d on a ring of
     radius 0.75, std 0.06): the line a trained cell's loss must be below."""
-    from ablate.train import Parts, trivial_loss
+    from ablate.cell import Parts
+    from ablate.train import trivial_loss
 
-    parts = Parts(registry.create("schedule", "linear"), registry.create("target", target),
-                  registry.create("weighting", "simple"), registry.create("model", "mlp"))
+    parts = Parts(schedule=registry.create("schedule", "linear"), target=registry.create("target", target),
+                  weighting=registry.create("weighting", "simple"), model=registry.create("model", "mlp"))
     diffusion = parts.schedule.diffusion()
     data = registry.create("dataset", "gmm2d").load()
     weights = parts.weighting.weights(diffusion, parts.target, torch.arange(diffusion.T)).float()
@@ -246,3 +247,19 @@ def test_progress_without_a_terminal_prints_lines(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("  train step ")]
     assert [line.split(",")[0] for line in lines] == [f"  train step {s}/60" for s in range(6, 61, 6)]
+
+
+def test_changing_what_an_evaluation_measures_makes_its_results_stale(tmp_path, capsys):
+    """eval.reference and eval.clip_x0 change what a stored number means: a rerun with another value
+    stops (exit 2) instead of reusing them, and --recompute-stale recomputes."""
+    from ablate.cli import main
+
+    study = tmp_path / "s.toml"
+    study.write_text(ORACLE.replace('[[sampler]]\nname = "ddim"\nsteps = 50\neta = 0.0\n', ""))
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    assert main(["run", str(study), *runs]) == 0
+    assert main(["run", str(study), *runs]) == 0  # unchanged: reused
+    capsys.readouterr()
+    assert main(["run", str(study), "--set", "eval.reference=train", *runs]) == 2
+    assert "--recompute-stale" in capsys.readouterr().err
+    assert main(["run", str(study), "--set", "eval.reference=train", "--recompute-stale", *runs]) == 0
