@@ -10,9 +10,7 @@ from collections.abc import Sequence
 
 from ablate import __version__
 from ablate.errors import AblateError
-from ablate.hookspecs import HOOKS
 
-KINDS = list(HOOKS.values())  # plugin kinds, without importing torch-backed base classes
 RUNS_HELP = "the runs dir: checkpoints, samples and the results store ablate.db"
 
 
@@ -34,13 +32,22 @@ def _describe_params(cls: type) -> list[str]:
     return lines
 
 
+def plugin_kind(name: str) -> str:
+    """`--kind`, checked against the kinds table when given (importing it at --help would load torch)."""
+    from ablate.interfaces import KINDS
+
+    if name not in KINDS:
+        raise argparse.ArgumentTypeError(f"unknown kind {name!r}; known kinds: {', '.join(KINDS)}")
+    return name
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ablate.plugins import load_registry
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         registry = load_registry(args.plugins or ())
-    kinds = [args.kind] if args.kind else KINDS
+    kinds = [args.kind] if args.kind else list(registry.plugins)
     for kind in kinds:
         names = registry.names(kind)
         print(f"{kind}s:")
@@ -118,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
     run.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
     run.add_argument("--recompute-stale", action="store_true",
-                     help="delete and recompute results whose plugin code changed since they were stored")
+                     help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store",
@@ -137,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters",
                              formatter_class=HelpFormatter)
-    plugins.add_argument("--kind", choices=KINDS, help="only this kind")
+    plugins.add_argument("--kind", type=plugin_kind, help="only this kind: schedule, target, sampler, ... "
+                         "(as `ablate plugins` lists them, singular)")
     plugins.add_argument("--plugins", action="append", metavar="PATH", help="also load this local plugin file")
     plugins.set_defaults(func=cmd_plugins)
     return parser
