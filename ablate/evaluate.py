@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ablate.cell import Parts, pick_device
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
 from ablate.interfaces import Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
-from ablate.study import Study, label
-from ablate.train import Parts, pick_device
+from ablate.study import Study
 
 
 class CountingDenoiser:
@@ -103,13 +103,13 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     final = step == FINAL and weights == "ema"
     device = pick_device(config["train"]["device"])
     diffusion = parts.schedule.diffusion()
-    denoiser = fast_denoiser(parts.model.denoiser(module, parts.target, diffusion, data.spec), config["train"], device)
-    if hasattr(denoiser, "autocast"):
-        denoiser.autocast = device.type == "cuda" and config["train"]["bf16"]
+    autocast = device.type == "cuda" and config["train"]["bf16"]
+    denoiser = fast_denoiser(parts.model.denoiser(module, parts.target, diffusion, data.spec, autocast=autocast),
+                             config["train"], device)
     clip = study.eval.clip_x0 if study.eval.clip_x0 is not None else data.spec.is_image
     if clip:
         denoiser = ClippedDenoiser(denoiser, diffusion)
-    metrics = [(label(registry, "metric", m), registry.from_table("metric", m)) for m in study.metrics]
+    metrics = [(registry.label("metric", m), registry.from_table("metric", m)) for m in study.metrics]
     n = max([m.params.num_samples for _, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
     if step != FINAL:
         metrics = [(name, m) for name, m in metrics if m.cheap]
@@ -149,7 +149,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
             record(REAL_DATA, name, metric.evaluate(floor, real, context(name)), floor.shape[0], 0, time.time() - t0)
 
     for spec in study.samplers:
-        s_label = label(registry, "sampler", spec)
+        s_label = registry.label("sampler", spec)
         todo = [(name, m) for name, m in metrics if m.needs_samples and not done(s_label, name)]
         grid_file = samples_path(run_dir, s_label)
         want_grid = final and study.eval.grid_samples > 0 and not grid_file.exists()

@@ -166,7 +166,10 @@ class Sampler(Plugin):
 
 
 class Model(Plugin):
-    """Builds the network; `denoiser` wraps it with a target (the oracle overrides it)."""
+    """Builds the network; `denoiser` wraps it with a target (the oracle overrides it).
+
+    `denoiser(..., autocast=True)` asks for bf16 autocast (the evaluation on CUDA with `train.bf16`);
+    a denoiser that is not a network (the exact oracle) may ignore it."""
 
     kind = "model"
     required = ("build",)
@@ -176,8 +179,9 @@ class Model(Plugin):
     def build(self, spec: DataSpec) -> nn.Module:
         raise NotImplementedError
 
-    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec) -> Denoiser:
-        return NetworkDenoiser(module, target, diffusion)
+    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec,
+                 autocast: bool = False) -> Denoiser:
+        return NetworkDenoiser(module, target, diffusion, autocast)
 
 
 class Dataset(Plugin):
@@ -266,6 +270,41 @@ class NetworkDenoiser:
         return self.target.to_prediction(self.diffusion, x_t, t, output.to(x_t.dtype))
 
 
-KINDS: dict[str, type[Plugin]] = {
-    cls.kind: cls for cls in (Schedule, Target, Weighting, Sampler, Model, Dataset, Metric, Executor)
-}
+@dataclass(frozen=True)
+class Kind:
+    """One plugin kind, declared once. The hookspecs, the registry, the study file's sections, the
+    provenance a run records and a cell's `Parts` are all derived from `KINDS`, so a new kind is a
+    base class above and one row below (docs/writing-a-plugin.md, "Adding a kind")."""
+
+    base: type[Plugin]  # every plugin of the kind subclasses it; its `kind` is the kind's name
+    hook: str  # the pluggy hook that returns the plugin classes, e.g. "ablate_samplers"
+    summary: str  # what the hook's classes do: the first line of its hookspec's docstring
+    section: str  # the study file's section: [section] (one table) or [[section]] (many)
+    many: bool = False  # a list of tables, each evaluated on every cell (samplers, metrics)
+    cell: bool = False  # part of a training cell's config, so of its key and of `Parts`
+    default: Any = None  # the section when a study leaves it out; None: the study must give it
+
+    @property
+    def name(self) -> str:
+        return self.base.kind
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind(Schedule, "ablate_schedules", "Noise schedules: ``betas(T)``, the forward process's betas.",
+         "schedule", cell=True, default={"name": "linear"}),
+    Kind(Target, "ablate_targets", "Prediction targets: what the network outputs and how it becomes "
+         "``Prediction(x0, eps)``.", "target", cell=True, default={"name": "epsilon"}),
+    Kind(Weighting, "ablate_weightings", "Loss weightings: ``weights(diffusion, target, t)`` on the target-space MSE.",
+         "weighting", cell=True, default={"name": "simple"}),
+    Kind(Sampler, "ablate_samplers", "Samplers: ``sample(denoiser, diffusion, x, t_start, generator)``, noise to "
+         "samples.", "sampler", many=True, default=[{"name": "ancestral"}]),
+    Kind(Model, "ablate_models", "Models: ``build(spec)``, the network; ``denoiser(...)`` wraps it with a target.",
+         "model", cell=True),
+    Kind(Dataset, "ablate_datasets", "Datasets: ``load()``, the splits scaled to [-1, 1] and a ``DataSpec``.",
+         "data", cell=True),
+    Kind(Metric, "ablate_metrics", "Metrics: ``evaluate(samples, real, ctx)``, a ``{key: float}`` dict.",
+         "metric", many=True, default=[]),
+    Kind(Executor, "ablate_executors", "Executors: ``map(fn, cells)`` runs the independent training cells.",
+         "executor", default={"name": "local"}),
+)}
+

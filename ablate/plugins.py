@@ -2,7 +2,8 @@
 
 Built-ins register through the same entry-point group as third-party packages. Each
 plugin module is loaded and asked for its classes on its own, so one broken plugin is
-reported with its origin and never takes the others down (llm issue #1280).
+reported with its origin and never takes the others down (llm issue #1280). Results are stored
+under names made here too: a plugin table's label and a resolved config's hash.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import difflib
 import hashlib
 import importlib.util
 import inspect
+import json
 import os
 import sys
 import warnings
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 from pydantic import BaseModel
@@ -45,6 +48,18 @@ class Origin:
         if self.source == "package":
             return f"{self.label} {self.version}".strip()
         return self.label
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A resolved config's identity: 12 hex digits of the sha256 of its sorted JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def plugin_label(table: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """'one_step(jump_at=500)': the name plus the params that differ from the defaults."""
+    defaults = defaults or {}
+    args = [f"{k}={v}" for k, v in table.items() if k != "name" and defaults.get(k, object()) != v]
+    return f"{table['name']}({', '.join(args)})" if args else str(table["name"])
 
 
 @dataclass
@@ -85,6 +100,11 @@ class Registry:
         """Construct from a study's plugin table: {name, **params}."""
         return self.create(kind, table["name"], {k: v for k, v in table.items() if k != "name"})
 
+    def label(self, kind: str, table: dict[str, Any]) -> str:
+        """A resolved plugin table's label: the name plus its non-default params."""
+        defaults = self.get(kind, table["name"]).Params.model_construct().model_dump(mode="json")
+        return plugin_label(table, defaults)
+
     def add(self, kind: str, cls: object, origin: Origin) -> None:
         problem = _malformed(kind, cls)
         if problem:
@@ -100,7 +120,7 @@ class Registry:
 
 def _malformed(kind: str, cls: object) -> str | None:
     """Why `cls` cannot be a plugin of `kind`, or None."""
-    base = KINDS[kind]
+    base = KINDS[kind].base
     if not isinstance(cls, type):
         return f"the {kind} hook returned {cls!r}, which is not a class"
     if not issubclass(cls, base):
@@ -121,7 +141,7 @@ def _malformed(kind: str, cls: object) -> str | None:
 def implements(cls: type, method: str) -> bool:
     """Whether `cls` (or a class between it and its kind's base) defines `method`: the base's
     own version is a placeholder, so inheriting only that counts as leaving the method out."""
-    base = KINDS[cls.kind]  # type: ignore[attr-defined]
+    base = KINDS[cls.kind].base  # type: ignore[attr-defined]
     found = inspect.getattr_static(cls, method, None)
     return callable(found) and found is not inspect.getattr_static(base, method, None)
 
@@ -180,7 +200,7 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
     """Discover all plugins. Broken entry points become warnings; broken local files are errors
     (the user named them), unless strict_files is False."""
     pm = pluggy.PluginManager(GROUP)
-    pm.add_hookspecs(hookspecs)
+    pm.add_hookspecs(hookspecs.hookspecs(KINDS.values()))
     registry = Registry()
     sources = _entry_point_modules(registry.problems)
     for file in extra_plugin_files:
@@ -220,7 +240,7 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
                 raise PluginError(f"{exc.plugin}: {exc}") from None
             broken(origin, f"{origin}: {exc}")
             pm.unregister(exc.plugin)
-    for hook, kind in hookspecs.HOOKS.items():
+    for kind, hook in ((k.name, k.hook) for k in KINDS.values()):
         for impl in getattr(pm.hook, hook).get_hookimpls():
             origin = by_module[id(impl.plugin)]
             try:

@@ -1,5 +1,6 @@
-"""The study file: TOML read with tomllib, profiles and --set overrides applied, validated with
-pydantic against the plugins' own Params, and expanded into training cells.
+"""The study file: TOML read with tomllib, the profile and `--set` overrides applied (ablate.overrides),
+validated against the schema and the plugins' own Params (ablate.schema), and expanded into training
+cells (ablate.grid).
 
 Every error names the file, the dotted key path and what was expected; the whole study is
 validated before any training starts.
@@ -7,83 +8,35 @@ validated before any training starts.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import itertools
 import json
 import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from ablate import grid
 from ablate.contrasts import ContrastSpec, check
 from ablate.errors import AblateError, StudyError
-from ablate.plugins import Registry, implements, load_registry
+from ablate.overrides import apply_profile, apply_set, mark_set_errors
+from ablate.plugins import Registry, config_hash, implements, load_registry
+from ablate.schema import (
+    EvalConfig,
+    TrainConfig,
+    cell_sections,
+    error_lines,
+    plugin_sections,
+    study_model,
+    validate_plugin,
+)
 from ablate.store import REAL_DATA
 
-PLUGIN_SECTIONS = {"data": "dataset", "model": "model", "schedule": "schedule", "target": "target",
-                   "weighting": "weighting", "executor": "executor"}
-LIST_SECTIONS = {"sampler": "sampler", "metric": "metric"}
+__all__ = ["BOOKKEEPING", "Cell", "EvalConfig", "Study", "TrainConfig", "load_study"]  # what importers use
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class StudyInfo(_Strict):
-    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="identifier of the study (reports/<name>/)")
-    question: str = Field("", description="the question the study answers, quoted in its report")
-    seeds: list[int] = Field([0], min_length=1, description="training seeds; every arm runs once per seed")
-
-
-class TrainConfig(_Strict):
-    steps: int = Field(2000, ge=1, description="optimizer steps")
-    batch_size: int = Field(128, ge=1)
-    lr: float = Field(2e-4, gt=0, description="AdamW learning rate after warmup")
-    warmup: int = Field(100, ge=0, description="linear warmup steps")
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
-    ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the evaluated weights")
-    checkpoint_every: int = Field(500, ge=1, description="steps between atomic checkpoints")
-    log_every: int = Field(10, ge=1, description="steps between recorded losses")
-    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
-    bf16: bool = Field(True, description="bf16 autocast on CUDA")
-    compile: bool = Field(False, description="torch.compile the model (GPU)")
-
-
-class EvalConfig(_Strict):
-    batch_size: int = Field(1000, ge=1, description="samples generated per batch")
-    grid_samples: int = Field(64, ge=0, description="samples kept per sampler for the report's sample grid")
-    reference: Literal["test", "train"] = Field("test", description="real split samples are compared with: the "
-                                                "held-out 'test' split, or 'train' (what the model was fitted to)")
-    clip_x0: bool | None = Field(None, description="clamp x0_hat to [-1, 1] at the denoiser (DDPM's clip_denoised) "
-                                 "for every sampler; default: on for image data, off otherwise")
-    raw_weights: bool = Field(False, description="also evaluate the raw (non-EMA) final weights")
-    at_steps: list[int] = Field([], description="training steps at which the cheap metrics are also evaluated "
-                                "(learning curves), with the EMA weights of that step")
-
-
-class StudyModel(_Strict):
-    plugins: list[str] = []
-    study: StudyInfo
-    data: dict[str, Any]
-    model: dict[str, Any]
-    schedule: dict[str, Any] = {"name": "linear"}
-    target: dict[str, Any] = {"name": "epsilon"}
-    weighting: dict[str, Any] = {"name": "simple"}
-    train: TrainConfig = TrainConfig()
-    eval: EvalConfig = EvalConfig()
-    executor: dict[str, Any] = {"name": "local"}
-    grid: dict[str, list[Any]] = {}
-    arm: list[dict[str, Any]] = []
-    sampler: list[dict[str, Any]] = Field(default_factory=lambda: [{"name": "ancestral"}])
-    metric: list[dict[str, Any]] = []
-    contrast: list[dict[str, Any]] = []
-    profiles: dict[str, dict[str, Any]] = {}
+BOOKKEEPING = ("checkpoint_every", "log_every")  # train settings outside the cell key
 
 
 @dataclass
@@ -110,239 +63,121 @@ class Study:
     profile: str | None
     raw: dict[str, Any]
     cells: list[Cell]
-    samplers: list[dict[str, Any]]
-    metrics: list[dict[str, Any]]
     eval: EvalConfig
-    executor: dict[str, Any]
     plugin_files: list[Path]
     registry: Registry
     contrasts: list[dict[str, Any]]
+    sections: dict[str, Any]  # every plugin section, resolved: a table, or a list of them ([[section]])
+
+    @property
+    def samplers(self) -> list[dict[str, Any]]:
+        return self.sections["sampler"]
+
+    @property
+    def metrics(self) -> list[dict[str, Any]]:
+        return self.sections["metric"]
+
+    @property
+    def executor(self) -> dict[str, Any]:
+        return self.sections["executor"]
+
+    @executor.setter
+    def executor(self, table: dict[str, Any]) -> None:
+        self.sections["executor"] = table
 
 
-BOOKKEEPING = ("checkpoint_every", "log_every")  # train settings outside the cell key
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def plugin_label(table: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
-    """'one_step(jump_at=500)': the name plus the params that differ from the defaults."""
-    defaults = defaults or {}
-    args = [f"{k}={v}" for k, v in table.items() if k != "name" and defaults.get(k, object()) != v]
-    return f"{table['name']}({', '.join(args)})" if args else str(table["name"])
-
-
-def label(registry: Registry, kind: str, spec: dict[str, Any]) -> str:
-    """A resolved plugin table's label: the name plus its non-default params."""
-    defaults = registry.get(kind, spec["name"]).Params.model_construct().model_dump(mode="json")
-    return plugin_label(spec, defaults)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _set(raw: dict[str, Any], dotted: str, value: Any, file: str, origin: str) -> None:
-    """Set a dotted key; changing a plugin table's `name` drops the old plugin's params."""
-    parts = dotted.split(".")
-    node: Any = raw
-    for i, part in enumerate(parts[:-1]):
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise StudyError(f"{origin}: {'.'.join(parts[:i])} has {len(node)} entries; {part!r} is not an index", file=file, key=dotted)
-            node = node[int(part)]
-        else:
-            node = node.setdefault(part, {})
-        if not isinstance(node, (dict, list)):
-            raise StudyError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a table", file=file, key=dotted)
-    last = parts[-1]
-    if isinstance(node, list):
-        if not last.isdigit() or int(last) >= len(node):
-            raise StudyError(f"{origin}: not an index of a {len(node)}-entry list", file=file, key=dotted)
-        node[int(last)] = value
-        return
-    if last == "name" and isinstance(node, dict) and node.get("name") not in (None, value):
-        node.clear()
-    node[last] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """'train.steps=300' -> ('train.steps', 300); values are TOML, bare words are strings."""
-    key, sep, value = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise StudyError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.steps=300")
+def read_toml(path: Path) -> dict[str, Any]:
+    file = str(path)
+    if not path.is_file():
+        raise StudyError("study file not found", file=file)
     try:
-        return key, tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key, value.strip()
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyError(f"not valid TOML: {exc}", file=file) from None
 
 
-def _apply(raw: dict[str, Any], overrides: dict[str, Any], file: str, origin: str) -> None:
-    # plugin switches first, so their params land on the new plugin's table
-    for key in sorted(overrides, key=lambda k: not k.endswith(".name")):
-        _set(raw, key, copy.deepcopy(overrides[key]), file, origin)
-
-
-def _loc(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _from_set(lines: list[str], overrides: dict[str, Any]) -> list[str]:
-    """Mark the errors at (or under) a key given with --set, which the study file itself does not hold."""
-    def given(where: str) -> str | None:
-        return next((k for k in overrides if where == k or where.startswith((f"{k}.", f"{k}["))), None)
-    return [f"{line} (from --set {key})" if (key := given(line.split(":")[0])) else line for line in lines]
-
-
-def _errors(exc: ValidationError, prefix: str = "") -> list[str]:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(p for p in (prefix, _loc(err["loc"])) if p)
-        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], dict) else ""
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{where or '(top level)'}: {msg}{got}")
-    return lines
-
-
-def validate_plugin(registry: Registry, kind: str, table: Any, key: str) -> tuple[dict[str, Any], list[str]]:
-    """Resolve a plugin table {name, **params} to its full params (defaults filled), or errors."""
-    if not isinstance(table, dict) or not isinstance(table.get("name"), str):
-        return {}, [f"{key}: expected a table with a `name` (a {kind} plugin), got {table!r}"]
+def study_registry(path: Path, listed: list[str], extra_plugins: list[str] | tuple[str, ...]) -> tuple[Registry, list[Path]]:
+    """The registry with the study's own plugin files (relative to it) and --plugins files loaded."""
+    plugin_files = [(path.parent / p).resolve() for p in listed] + [Path(p).resolve() for p in extra_plugins]
+    missing = [str(p) for p in plugin_files if not p.is_file()]
+    if missing:
+        raise StudyError(f"plugin file not found: {', '.join(missing)}", file=str(path), key="plugins")
     try:
-        cls = registry.get(kind, table["name"])
+        return load_registry(plugin_files), plugin_files
     except AblateError as exc:
-        return {}, [f"{key}.name: {exc}"]
-    params = {k: v for k, v in table.items() if k != "name"}
-    try:
-        parsed = cls.Params.model_validate(params)
-    except ValidationError as exc:
-        return {}, _errors(exc, key)
-    return {"name": table["name"], **parsed.model_dump(mode="json")}, []
+        raise StudyError(str(exc), file=str(path), key="plugins") from None
+
+
+def resolve_sections(registry: Registry, model: Any) -> tuple[dict[str, Any], list[str]]:
+    """Every plugin section's tables validated against their plugins' Params (defaults filled)."""
+    errors: list[str] = []
+    resolved: dict[str, Any] = {}
+    for section, kind in plugin_sections(many=False).items():
+        resolved[section], errs = validate_plugin(registry, kind, getattr(model, section), section)
+        errors += errs
+    for section, kind in plugin_sections(many=True).items():
+        resolved[section] = []
+        for i, table in enumerate(getattr(model, section)):
+            spec, errs = validate_plugin(registry, kind, table, f"{section}[{i}]")
+            errors += errs
+            resolved[section].append(spec)
+    return resolved, errors
+
+
+def invalid(errors: list[str], file: str) -> StudyError:
+    return StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
 
 
 def load_study(path: str | Path, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
                extra_plugins: list[str] | tuple[str, ...] = ()) -> Study:
     path = Path(path)
     file = str(path)
-    if not path.is_file():
-        raise StudyError("study file not found", file=file)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyError(f"not valid TOML: {exc}", file=file) from None
-    profiles = raw.get("profiles", {})
+    raw = read_toml(path)
     if profile is not None:
-        if not isinstance(profiles, dict) or profile not in profiles:
-            known = ", ".join(profiles) if isinstance(profiles, dict) and profiles else "none"
-            raise StudyError(f"no profile {profile!r}; profiles in this file: {known}", file=file, key=f"profiles.{profile}")
-        if not isinstance(profiles[profile], dict):
-            raise StudyError(f"expected a table of dotted keys, got {profiles[profile]!r}", file=file, key=f"profiles.{profile}")
-        _apply(raw, _flatten(profiles[profile]), file, f"profile {profile!r}")
+        apply_profile(raw, profile, file)
+    parsed = apply_set(raw, overrides, file)
     try:
-        parsed = dict(parse_override(o) for o in overrides)
-    except StudyError as exc:
-        raise StudyError(str(exc), file=file) from None
-    _apply(raw, parsed, file, "--set")
-    try:
-        model = StudyModel.model_validate(raw)
+        model = study_model().model_validate(raw)
     except ValidationError as exc:
-        raise StudyError("invalid study:\n  " + "\n  ".join(_from_set(_errors(exc), parsed)), file=file) from None
+        raise invalid(mark_set_errors(error_lines(exc), parsed), file) from None
+    registry, plugin_files = study_registry(path, model.plugins, extra_plugins)
 
-    plugin_files = [(path.parent / p).resolve() for p in model.plugins] + [Path(p).resolve() for p in extra_plugins]
-    missing = [str(p) for p in plugin_files if not p.is_file()]
-    if missing:
-        raise StudyError(f"plugin file not found: {', '.join(missing)}", file=file, key="plugins")
-    try:
-        registry = load_registry(plugin_files)
-    except AblateError as exc:
-        raise StudyError(str(exc), file=file, key="plugins") from None
-
-    errors: list[str] = []
-    resolved: dict[str, dict[str, Any]] = {}
-    for section, kind in PLUGIN_SECTIONS.items():
-        resolved[section], errs = validate_plugin(registry, kind, getattr(model, section), section)
-        errors += errs
-    lists: dict[str, list[dict[str, Any]]] = {}
-    for section, kind in LIST_SECTIONS.items():
-        lists[section] = []
-        for i, table in enumerate(getattr(model, section)):
-            spec, errs = validate_plugin(registry, kind, table, f"{section}[{i}]")
-            errors += errs
-            lists[section].append(spec)
-    base = {section: resolved[section] for section in ("data", "model", "schedule", "target", "weighting")}
+    sections, errors = resolve_sections(registry, model)
+    base = {section: sections[section] for section in cell_sections()}
     base["train"] = model.train.model_dump()
-    # Each axis is a list of options; an option is a label and (key, value) pairs to set. `grid`
-    # axes combine as a cartesian product; the `[[arm]]` list is one more axis of hand-picked combinations.
-    axes: list[list[tuple[str, list[tuple[str, Any]]]]] = []
-    for axis, options in model.grid.items():
-        if not options:
-            errors.append(f"grid.{axis}: an empty list leaves the study with no cells; give at least one value or remove it")
-        resolved_options = []
-        for i, value in enumerate(options):
-            option, errs = _option(registry, {axis: value}, base, f"grid.{axis}[{i}]")
-            errors += errs
-            resolved_options.append(option)
-        axes.append(resolved_options)
-    if model.arm:
-        arm_options = []
-        for i, table in enumerate(model.arm):
-            option, errs = _option(registry, _flatten_plugins(table), base, f"arm[{i}]")
-            errors += errs
-            arm_options.append(option)
-        axes.append(arm_options)
+    axes, errs = grid.axes(registry, model.grid, model.arm, base)
+    errors += errs
     if errors:  # also ask the plugins about the sections no grid or arm varies, to report everything at once
         varied = {k.split(".")[0] for k in model.grid} | {k.split(".")[0] for arm in model.arm for k in arm}
-        errors += _plugin_checks(registry, lists["sampler"], lists["metric"],
+        errors += _plugin_checks(registry, sections["sampler"], sections["metric"],
                                  [base["schedule"]] if base["schedule"] and "schedule" not in varied else [],
                                  [base["data"]] if base["data"] and "data" not in varied else [])
-        raise StudyError("invalid study:\n  " + "\n  ".join(_from_set(errors, parsed)), file=file)
+        raise invalid(mark_set_errors(errors, parsed), file)
 
     cells = []
-    for combo in itertools.product(*axes):
-        config = copy.deepcopy(base)
-        for _, pairs in combo:
-            for key, value in pairs:
-                if key in PLUGIN_SECTIONS:
-                    config[key] = value
-                else:
-                    _set(config, key, value, file, "grid")
-        errs = _recheck(config, registry, [k for _, pairs in combo for k, _ in pairs])
+    for arm, config, errs in grid.expand(registry, base, axes, file):
         if errs:
-            raise StudyError("invalid study:\n  " + "\n  ".join(errs), file=file)
-        arm = " + ".join(label for label, _ in combo) or "default"
+            raise invalid(errs, file)
         cells += [Cell(config={**config, "seed": seed}, arm=arm, seed=seed) for seed in model.study.seeds]
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise StudyError("two grid cells resolve to the same config; remove the duplicate option", file=file, key="grid")
-    errors = _plugin_checks(registry, lists["sampler"], lists["metric"], [c.config["schedule"] for c in cells],
+    errors = _plugin_checks(registry, sections["sampler"], sections["metric"], [c.config["schedule"] for c in cells],
                             [c.config["data"] for c in cells])
     errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
     if errors:
-        raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+        raise invalid(errors, file)
     for schedule in {json.dumps(c.config["schedule"], sort_keys=True): c.config["schedule"] for c in cells}.values():
         _warn_if_not_noise(registry, schedule, file)
-    contrasts = _contrasts(model.contrast, cells, lists, registry, file)
+    contrasts = _contrasts(model.contrast, cells, sections, registry, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
-                 cells=cells, samplers=lists["sampler"], metrics=lists["metric"], eval=model.eval,
-                 executor=resolved["executor"], plugin_files=plugin_files, registry=registry,
-                 contrasts=contrasts)
+                 cells=cells, eval=model.eval, plugin_files=plugin_files, registry=registry, contrasts=contrasts,
+                 sections=sections)
 
 
 def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:
     """Sampling starts from N(0, I), which is only right when abar_T is close to 0."""
-    name = label(registry, "schedule", schedule)
+    name = registry.label("schedule", schedule)
     try:
         abar_T = float(registry.from_table("schedule", schedule).diffusion().alpha_bars[-1])
     except Exception as exc:  # a plugin's betas: say so before any training starts
@@ -408,64 +243,20 @@ def _keyed(where: str, exc: AblateError) -> str:
     return f"{where}{'.' + key if key else ''}: {message}"
 
 
-def _flatten_plugins(table: dict[str, Any]) -> dict[str, Any]:
-    """An arm's entries: plugin sections stay whole tables, everything else becomes dotted keys."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, dict) and key not in PLUGIN_SECTIONS:
-            out.update({f"{key}.{k}": v for k, v in _flatten(value).items()})
-        else:
-            out[key] = value
-    return out
-
-
-def _option(registry: Registry, pairs: dict[str, Any], base: dict[str, Any], where: str) -> tuple[tuple[str, list[tuple[str, Any]]], list[str]]:
-    """Validate one grid option (section -> plugin table, or dotted key -> value) and label it."""
-    errors, resolved, labels = [], [], []
-    for key, value in pairs.items():
-        section = key.split(".")[0]
-        if section not in base:
-            errors.append(f"{where}: {key!r} is not under {', '.join(base)}")
-        elif key in PLUGIN_SECTIONS:
-            spec, errs = validate_plugin(registry, PLUGIN_SECTIONS[key], value, f"{where}.{key}" if len(pairs) > 1 else where)
-            errors += errs
-            if spec:
-                labels.append(label(registry, PLUGIN_SECTIONS[key], spec))
-                resolved.append((key, spec))
-        else:
-            labels.append(f"{key.split('.')[-1]}={value}")
-            resolved.append((key, value))
-    return (" + ".join(labels), resolved), errors
-
-
-def _recheck(config: dict[str, Any], registry: Registry, axes: list[str]) -> list[str]:
-    """Dotted grid values (e.g. model.ch) land inside plugin tables: validate the result again."""
-    errors = []
-    for section in {a.split(".")[0] for a in axes if "." in a} & set(PLUGIN_SECTIONS):
-        config[section], errs = validate_plugin(registry, PLUGIN_SECTIONS[section], config[section], f"grid ({section})")
-        errors += errs
-    if "train" in {a.split(".")[0] for a in axes}:
-        try:
-            config["train"] = TrainConfig.model_validate(config["train"]).model_dump()
-        except ValidationError as exc:
-            errors += _errors(exc, "grid (train)")
-    return errors
-
-
-def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], lists: dict[str, list[dict[str, Any]]],
+def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], sections: dict[str, Any],
                registry: Registry, file: str) -> list[dict[str, Any]]:
     """Validate the `[[contrast]]` tables against the expanded arms, the sampler labels and the metrics'
     declared keys; resolve the default sampler so the run's settings say exactly what was declared."""
     arms = list(dict.fromkeys(c.arm for c in cells))
-    samplers = [label(registry, "sampler", s) for s in lists["sampler"]]
-    metric_classes = [registry.get("metric", m["name"]) for m in lists["metric"]]
+    samplers = [registry.label("sampler", s) for s in sections["sampler"]]
+    metric_classes = [registry.get("metric", m["name"]) for m in sections["metric"]]
     declared = [cls.keys for cls in metric_classes]
     errors, resolved = [], []
     for i, table in enumerate(tables):
         try:
             spec = ContrastSpec.model_validate(table)
         except ValidationError as exc:
-            errors += _errors(exc, f"contrast[{i}]")
+            errors += error_lines(exc, f"contrast[{i}]")
             continue
         errors += [f"contrast[{i}].{e}" for e in check(spec, arms, [*samplers, REAL_DATA])]
         if declared and all(declared) and not any(cls.key_spec(spec.metric) for cls in metric_classes):
@@ -475,5 +266,5 @@ def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], lists: dict[str,
             spec = spec.model_copy(update={"sampler": samplers[0]})
         resolved.append(spec.model_dump())
     if errors:
-        raise StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+        raise invalid(errors, file)
     return resolved

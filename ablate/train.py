@@ -9,7 +9,6 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,31 +16,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ablate.cell import Parts, pick_device
 from ablate.errors import TrainingDiverged
 from ablate.fast import compiled
-from ablate.interfaces import Data, Model, Schedule, Target, Weighting
-from ablate.plugins import Registry
+from ablate.interfaces import Data
 from ablate.store import Store
-
-
-@dataclass
-class Parts:
-    """The plugins of one training cell, constructed from its resolved config."""
-
-    schedule: Schedule
-    target: Target
-    weighting: Weighting
-    model: Model
-
-    @classmethod
-    def from_config(cls, registry: Registry, config: dict[str, Any]) -> Parts:
-        return cls(*(registry.from_table(kind, config[kind]) for kind in ("schedule", "target", "weighting", "model")))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def save_atomic(obj: dict, path: Path) -> None:

@@ -107,8 +107,7 @@ def main() -> None:
     schedule = registry.create("schedule", "linear", {"T": T})
     diffusion = schedule.diffusion()
     target = registry.create("target", "epsilon")
-    denoiser = model.denoiser(module, target, diffusion, data.spec)
-    denoiser.autocast = autocast
+    denoiser = model.denoiser(module, target, diffusion, data.spec, autocast=autocast)
     sampler = registry.create("sampler", "ancestral")
     counter = CountingDenoiser(denoiser, tqdm(disable=True))
 

@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ablate.plugins import load_registry
+from ablate.cell import Parts
+from ablate.plugins import config_hash, load_registry
+from ablate.schema import TrainConfig
 from ablate.store import Store
-from ablate.study import TrainConfig, config_hash
-from ablate.train import Parts, train_cell
+from ablate.train import train_cell
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402

@@ -204,7 +204,9 @@ class GMMOracle(Model):
             raise AblateError(f"gmm_oracle needs a dataset with a known mixture (gmm2d, gmm_lifted), not {spec.name!r}", key="model.name")
         return nn.Module()
 
-    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec) -> Denoiser:
+    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec,
+                 autocast: bool = False) -> Denoiser:
+        """The exact posterior mean, in float64 whatever `autocast` asks: it has no network to speed up."""
         assert spec.mixture is not None
         return GMMDenoiser(spec.mixture, diffusion, spec.lift)
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ablate.cell import Parts
 from ablate.store import Store
 from ablate.study import load_study
-from ablate.train import Parts, train_cell
+from ablate.train import train_cell
 
 STUDY = """
 [study]

@@ -12,13 +12,11 @@ import pytest
 
 import ablate
 from ablate import AblateError, PluginError
-from ablate.hookspecs import HOOKS
 from ablate.interfaces import KINDS
 from ablate.plugins import implements
 from ablate.study import load_study
 
 DOCS = Path(__file__).parents[1] / "docs" / "writing-a-plugin.md"
-HOOK = {kind: hook for hook, kind in HOOKS.items()}
 
 
 def documented_methods() -> dict[str, tuple[list[str], list[str]]]:
@@ -32,13 +30,13 @@ def documented_methods() -> dict[str, tuple[list[str], list[str]]]:
 def test_documented_methods_match_the_base_classes():
     documented = documented_methods()
     assert set(documented) == set(KINDS)
-    for kind, base in KINDS.items():
-        assert documented[kind] == (list(base.required), list(base.optional)), kind
+    for kind, row in KINDS.items():
+        assert documented[kind] == (list(row.base.required), list(row.base.optional)), kind
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_declared_methods_exist_on_the_base(kind):
-    base = KINDS[kind]
+    base = KINDS[kind].base
     for method in (*base.required, *base.optional):
         assert callable(getattr(base, method)), (kind, method)
     assert not set(base.required) & set(base.optional)
@@ -46,16 +44,16 @@ def test_declared_methods_exist_on_the_base(kind):
 
 def plugin_file(tmp_path: Path, kind: str, leave_out: str | None) -> Path:
     """A local file with one plugin of `kind` that defines every required method but `leave_out`."""
-    base = KINDS[kind].__name__
+    base = KINDS[kind].base.__name__
     methods = "".join(f"\n    def {m}(self, *args, **kwargs):\n        raise AssertionError('not called')\n"
-                      for m in KINDS[kind].required if m != leave_out)
+                      for m in KINDS[kind].base.required if m != leave_out)
     path = tmp_path / f"{kind}_plugin.py"
     path.write_text(f"from ablate import {base}, hookimpl\n\n\nclass Partial({base}):\n    name = 'partial'\n{methods}"
-                    f"\n\n@hookimpl\ndef {HOOK[kind]}():\n    return [Partial]\n")
+                    f"\n\n@hookimpl\ndef {KINDS[kind].hook}():\n    return [Partial]\n")
     return path
 
 
-REQUIRED = [(kind, method) for kind in sorted(KINDS) for method in KINDS[kind].required]
+REQUIRED = [(kind, method) for kind in sorted(KINDS) for method in KINDS[kind].base.required]
 
 
 @pytest.mark.parametrize(("kind", "method"), REQUIRED, ids=[f"{k}.{m}" for k, m in REQUIRED])
@@ -72,8 +70,8 @@ def test_a_plugin_with_every_required_method_and_no_optional_one_loads(tmp_path,
     """The control of the test above, and optional methods are optional; `Params` may be inherited."""
     registry = ablate.load_registry([plugin_file(tmp_path, kind, leave_out=None)])
     cls = registry.get(kind, "partial")
-    assert cls.Params is KINDS[kind].Params
-    assert not any(implements(cls, m) for m in KINDS[kind].optional)
+    assert cls.Params is KINDS[kind].base.Params
+    assert not any(implements(cls, m) for m in KINDS[kind].base.optional)
 
 
 def test_implements_sees_inherited_implementations_but_not_the_base_placeholder():

@@ -12,7 +12,8 @@ import pytest
 
 import ablate
 from ablate import StudyError, cli
-from ablate.study import load_study, parse_override
+from ablate.overrides import parse_override
+from ablate.study import load_study
 
 DATA = Path(__file__).parent / "data"
 
