@@ -1,4 +1,4 @@
-"""Ancestral sampling: ablate's `ancestral` sampler against the notes' naive loop (and diffusers, if installed).
+"""Ancestral sampling: ablate's `ancestral` sampler against a naive DDPM loop (Ho et al. 2020, Algorithm 2) (and diffusers, if installed).
 
 All arms run T reverse steps from the same x_T on the same network (an untrained one: the
 timing does not depend on the weights) and batch, under no_grad (ablate: its NetworkDenoiser's).
@@ -6,8 +6,8 @@ timing does not depend on the weights) and batch, under no_grad (ablate: its Net
   ablate     what ablate.evaluate.evaluate_cell runs per batch: the `ancestral` sampler plugin
              (plugins/samplers.py: ancestral_steps) through CountingDenoiser (bar disabled) around the
              model plugin's NetworkDenoiser with the `epsilon` target and the `linear` schedule.
-  naive      the notes' DiffusionProcess._one_diffusion_step (SOURCE-NOTES.md), re-implemented
-             faithfully: float32 tables built the notes' way (betas/alphas on the CPU, alpha_bars on the
+  naive      a tutorial's DiffusionProcess._one_diffusion_step (Ho et al. 2020, Algorithm 2), re-implemented
+             faithfully: float32 tables built its way (betas/alphas on the CPU, alpha_bars on the
              device), per step sqrt_tilde_beta from the tables, eps = net(x, t),
              mu = sqrt(1/alpha) (x - beta / sqrt(1 - abar) eps), x = mu + sigma z (z = 0 at the last step).
   diffusers  DDPMScheduler(linear, epsilon, fixed_small, no clipping).step in a loop, if importable.
@@ -50,7 +50,7 @@ from common import (  # noqa: E402
 
 
 class DiffusionProcess:
-    """The notes' reference sampler (SOURCE-NOTES.md), unchanged except that `sampling` takes x_T
+    """A tutorial's DDPM sampler (Ho et al. 2020, Algorithm 2), unchanged except that `sampling` takes x_T
     (so every arm starts from the same noise) and no list of intermediates is kept (only_final)."""
 
     def __init__(self, beta_1, beta_T, T, diffusion_fn, device, shape):
@@ -74,7 +74,7 @@ class DiffusionProcess:
     @torch.no_grad()
     def sampling(self, sample):
         final = None
-        for sample in self._one_diffusion_step(sample):  # noqa: B020 (the notes' own loop)
+        for sample in self._one_diffusion_step(sample):  # noqa: B020 (the tutorial's own loop)
             final = sample
         return final
 
@@ -111,7 +111,7 @@ def main() -> None:
     sampler = registry.create("sampler", "ancestral")
     counter = CountingDenoiser(denoiser, tqdm(disable=True))
 
-    # the notes' naive loop; its network takes the integer timestep
+    # the naive loop; its network takes the integer timestep
     def diffusion_fn(x, idx):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = module(x, torch.full((x.shape[0],), idx, dtype=torch.long, device=x.device))

@@ -43,7 +43,7 @@ def ancestral_steps(
 
 
 class Ancestral(Sampler):
-    """DDPM ancestral sampling: T steps of the reverse Gaussian (the notes' sampling loop)."""
+    """DDPM ancestral sampling: T steps of the reverse Gaussian (Ho et al. 2020, Algorithm 2)."""
 
     name = "ancestral"
 

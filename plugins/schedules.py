@@ -12,7 +12,7 @@ from ablate import Schedule, hookimpl
 
 
 class Linear(Schedule):
-    """Betas evenly spaced from beta_start to beta_end (DDPM; the notes).
+    """Betas evenly spaced from beta_start to beta_end (Ho et al. 2020: 1e-4 to 0.02 at T = 1000).
 
     By default both ends are multiplied by 1000/T (improved DDPM's get_named_beta_schedule), so every T
     reaches noise (abar_T ~ 4e-5) and T = 1000 is DDPM's schedule exactly; without the scaling, T = 200

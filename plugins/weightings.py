@@ -42,7 +42,8 @@ class EpsEquivalent(Weighting):
 
 
 class VLB(Weighting):
-    """The notes' weight on the eps error, 1/(2 sigma^2) * beta^2 / ((1 - abar) alpha), converted per target."""
+    """The variational bound's weight on the eps error (Ho et al. 2020, eq. 12), 1/(2 sigma^2) * beta^2 / ((1 - abar) alpha),
+    converted per target."""
 
     name = "vlb"
 

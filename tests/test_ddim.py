@@ -168,10 +168,10 @@ def test_one_ddim_step_is_song_eq12(linear, t, s, eta):
     np.testing.assert_allclose(got.numpy(), mean + sigma * z if eta > 0 else mean, rtol=1e-9, atol=1e-9)
     if s == t - 1 and eta == 1.0:
         # one step with eta = 1 between neighbours is DDPM's posterior step: variance beta~_t and the
-        # notes' mean 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_hat)
+        # DDPM's mean (Ho et al. 2020, eq. 11) 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_hat)
         assert sigma**2 == pytest.approx((1 - ref.abar_prev[t]) / (1 - ref.abar[t]) * ref.betas[t], rel=1e-9)
-        notes_mean = (xt - ref.betas[t] / math.sqrt(1 - ref.abar[t]) * eps_hat) / math.sqrt(ref.alphas[t])
-        np.testing.assert_allclose(mean, notes_mean, rtol=1e-9, atol=1e-12)
+        ddpm_mean = (xt - ref.betas[t] / math.sqrt(1 - ref.abar[t]) * eps_hat) / math.sqrt(ref.alphas[t])
+        np.testing.assert_allclose(mean, ddpm_mean, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("t", [1, 500, 999])

@@ -21,7 +21,7 @@ def test_betas_match_closed_form(schedule):
     assert schedule.diffusion.betas.dtype == torch.float64
 
 
-def test_linear_endpoints_are_the_notes_values(linear):
+def test_linear_endpoints_are_ddpm_values(linear):
     assert linear.diffusion.betas[0].item() == pytest.approx(1e-4, rel=1e-12)
     assert linear.diffusion.betas[-1].item() == pytest.approx(0.02, rel=1e-12)
 
@@ -147,7 +147,7 @@ def test_x0_from_eps_and_eps_from_x0_invert_q_sample(schedule):
     np.testing.assert_allclose(d.eps_from_x0(xt, t, x0).numpy(), eps.numpy(), rtol=0, atol=1e-9)
 
 
-def test_epsilon_ancestral_mean_is_notes_formula(schedule):
+def test_epsilon_ancestral_mean_is_ddpm_formula(schedule):
     """posterior_mean(x0_from_eps(x_t, eps), x_t) = 1/sqrt(alpha) (x_t - beta / sqrt(1 - abar) eps)."""
     d, ref = schedule.diffusion, schedule.ref
     rng = np.random.default_rng(11)

@@ -151,7 +151,7 @@ def test_one_step_with_jump_at_zero_is_ancestral(registry, gmm):
 
 @pytest.mark.parametrize("variance", ["posterior", "beta"])
 @pytest.mark.parametrize("t", [1, 500, 999])
-def test_one_ancestral_step_is_notes_update(linear, t, variance):
+def test_one_ancestral_step_is_ddpm_update(linear, t, variance):
     """x_{t-1} = 1/sqrt(alpha)(x_t - beta/sqrt(1-abar) eps_hat) + sigma z, with the same z."""
     from ablate_plugins.samplers import ancestral_steps
 

@@ -130,7 +130,7 @@ def _posterior_variance(ref):
 
 
 @pytest.mark.parametrize("sigma", ["posterior", "beta"])
-def test_vlb_for_epsilon_is_notes_formula(registry, schedule, sigma):
+def test_vlb_for_epsilon_is_ddpm_formula(registry, schedule, sigma):
     ref = schedule.ref
     if sigma == "posterior":
         var = _posterior_variance(ref)
