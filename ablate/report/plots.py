@@ -298,7 +298,7 @@ def x0_error_figure(data: ReportData) -> tuple[Plot, Figure] | None:
     ax.set_xscale("symlog", linthresh=10)
     _log_scale(ax, "y", *_range(rows.value.tolist()))
     _finish(fig, ax, "timestep t", r"$E\,\|\hat{x}_0 - x_0\|^2$ per dimension",
-            "x0 error of the trained model by timestep (held-out data)")
+            "x0 error by timestep (held-out data)")
     return Plot("x0 error vs t per arm", "x0_error_by_t.png"), fig
 
 

@@ -159,7 +159,7 @@ def _setup(data: ReportData) -> list[str]:
     configs = [json.loads(c) for c in cells.config]
     common = {k: v for k, v in configs[0].items() if k != "seed" and all(c.get(k) == v for c in configs)}
     train_s = cells.train_seconds.sum()
-    eval_s = data.results.drop_duplicates(["cell", "sampler", "metric"]).seconds.sum()
+    eval_s = data.results.groupby(["cell", "sampler"]).seconds.max().sum()  # the metrics of a sampler share its samples
     wall = data.wall_seconds
     lines = ["## Setup", "", f"- Profile: `{run.profile or '(default)'}`; seeds {sorted(set(cells.seed))}; "
              f"{len(data.arms)} arm(s) × {len(data.samplers)} sampler(s); {len(cells)} trained cells.",
