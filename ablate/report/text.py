@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ablate import contrasts
 from ablate.report.data import ALPHA, Plot, ReportData
-from ablate.store import REAL_DATA
+from ablate.store import NO_SAMPLER, REAL_DATA
 
 
 def fmt(x: float | None) -> str:
@@ -227,6 +227,7 @@ def _results(data: ReportData) -> list[str]:
         lines += ["", "### Diagnostics", ""]
         lines += [f"- `{k}`: {data.spec(k)['description'] or 'not described'}" for k in data.diagnostics] + [""]
         lines += _table(data, data.diagnostics)
+    lines += _curves(data)
     raw = data.extra[(data.extra.weights == "raw") & data.extra.key.isin(data.keys)]
     if len(raw):
         lines += ["", "### Raw (non-EMA) final weights", "", "The same headline metrics for the final raw weights, "
@@ -236,6 +237,32 @@ def _results(data: ReportData) -> list[str]:
             means = rows.groupby("key").value.mean()
             lines.append(f"| {arm} | {sampler} | " + " | ".join(fmt(means.get(k)) for k in data.keys) + " |")
     return lines + [""]
+
+
+def _curves(data: ReportData) -> list[str]:
+    """Per-t curves (declared role "curve", e.g. the x0 error at each t) as numbers beside their plot."""
+    rows = data.results[(data.results.sampler == NO_SAMPLER)]
+    rows = rows[rows.key.map(lambda k: data.spec(k)["role"] == "curve")]
+    if rows.empty:
+        return []
+    lines = []
+    for metric, sub in rows.groupby("metric", sort=False):
+        keys = sorted(dict.fromkeys(sub.key), key=_natural)
+        means = sub.groupby(["arm", "key"]).value.mean()
+        lines += ["", f"### {metric.split('(')[0]} (mean over seeds)", "",
+                  f"{data.spec(keys[0])['description'] or ''}", "",
+                  "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+        lines += [f"| {arm} | " + " | ".join(fmt(means.get((arm, k))) for k in keys) + " |" for arm in data.arms]
+    return lines
+
+
+def _natural(key: str) -> tuple:
+    """'t=10' after 't=9': numbers in keys compare as numbers."""
+    head, _, tail = key.partition("=")
+    try:
+        return head, float(tail)
+    except ValueError:
+        return head, math.inf
 
 
 def _table(data: ReportData, keys: list[str]) -> list[str]:
