@@ -187,7 +187,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             device = pick_device(study.cells[0].config["train"]["device"])
             run_id = store.start_run(study.name, profile, str(Path(path).resolve()), hardware(device),
                                      plugin_provenance(study), {"overrides": list(overrides), "executor": study.executor,
-                                      "question": study.question, "contrasts": study.contrasts, **evaluated_labels(study),
+                                      "question": study.question, "contrasts": study.contrasts, "companions": study.companions, **evaluated_labels(study),
                                       "metric_keys": metric_keys(study)})
             for cell in study.cells:
                 store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed, identities[cell.key])

@@ -24,6 +24,8 @@ class StudyInfo(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="identifier of the study (reports/<name>/)")
     question: str = Field("", description="the question the study answers, quoted in its report")
     seeds: list[int] = Field([0], min_length=1, description="training seeds; every arm runs once per seed")
+    companions: dict[str, str] = Field({}, description="label -> another study whose results (same profile) this "
+                                       "study's report shows as extra arms '<label> + <arm>', e.g. an exact-oracle baseline")
 
 
 class TrainConfig(_Strict):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tomllib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ class Study:
     registry: Registry
     contrasts: list[dict[str, Any]]
     sections: dict[str, Any]  # every plugin section, resolved: a table, or a list of them ([[section]])
+    companions: dict[str, str] = field(default_factory=dict)  # label -> study shown beside this one in its report
 
     @property
     def samplers(self) -> list[dict[str, Any]]:
@@ -172,7 +173,7 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     contrasts = _contrasts(model.contrast, cells, sections, registry, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, eval=model.eval, plugin_files=plugin_files, registry=registry, contrasts=contrasts,
-                 sections=sections)
+                 sections=sections, companions=model.study.companions)
 
 
 def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:

@@ -77,3 +77,24 @@ def test_a_local_metric_reaches_the_table_the_conclusion_and_a_plot(tmp_path):
     assert "by radius_gap (lower is better) the best mean is **ancestral**" in conclusion
     assert "`radius`: mean radius of the samples" in text  # the declared diagnostic, described
     assert (out / "local_metric" / "radius_gap_vs_nfe.png").stat().st_size > 1000
+
+
+def test_a_companion_study_shows_beside_the_arms(tmp_path):
+    """`companions` puts another study's results (e.g. the exact oracle) in this study's report as arms
+    '<label> + <arm>', and in its plot against a numeric axis."""
+    oracle = STUDY.replace('plugins = ["radius.py"]\n', "").replace('name = "local_metric"', 'name = "oracle_ref"')
+    oracle = oracle.replace("[[sampler]]\nname = \"one_step\"\njump_at = 49\n", "")
+    oracle = oracle.replace('name = "radius_gap"\nnum_samples = 300', 'name = "gmm_fit"\nnum_samples = 300')
+    oracle = oracle.replace("[eval]", '[grid]\n"data.radius" = [0.5, 1.0]\n\n[eval]')
+    main_study = oracle.replace('name = "oracle_ref"', 'name = "with_ref"\ncompanions = { ref = "oracle_ref" }')
+    main_study = main_study.replace('name = "gmm_oracle"', 'name = "mlp"\nhidden = 8\n\n[train]\nsteps = 30\n'
+                                    'batch_size = 64\ncheckpoint_every = 30')
+    (tmp_path / "ref.toml").write_text(oracle)
+    (tmp_path / "main.toml").write_text(main_study)
+    runs, out = tmp_path / "runs", tmp_path / "reports"
+    for study in ("ref.toml", "main.toml"):
+        assert main(["run", str(tmp_path / study), "--runs-dir", str(runs)]) == 0
+    assert main(["report", str(tmp_path / "main.toml"), "--runs-dir", str(runs), "--out", str(out)]) == 0
+    text = (out / "with_ref" / "README.md").read_text()
+    assert "| ref + radius=0.5 | ancestral |" in text and "| ref + radius=1.0 | ancestral |" in text
+    assert (out / "with_ref" / "nll_vs_radius.png").exists()  # both studies' lines against the axis

@@ -64,7 +64,8 @@ class ReportData:
 
     @cached_property
     def arms(self) -> list[str]:
-        return list(dict.fromkeys(self.cells.arm))
+        """The study's arms as run, then its companions' (other studies shown beside it)."""
+        return list(dict.fromkeys([*self.cells.arm, *self.results.arm]))
 
     @cached_property
     def sampled(self) -> pd.DataFrame:
@@ -155,7 +156,23 @@ def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:
     run = store.run(run_id)
     everything = store.results(study, run_id=run_id, final_only=False)
     extra = everything[(everything.step != FINAL) | (everything.weights != "ema")]
-    return ReportData(study=study, profile=profile, run=run, cells=cells, results=store.results(study, run_id=run_id),
+    settings = json.loads(run.settings or "{}")
+    results = pd.concat([store.results(study, run_id=run_id), *_companions(store, settings, profile)], ignore_index=True)
+    return ReportData(study=study, profile=profile, run=run, cells=cells, results=results,
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
-                      settings=json.loads(run.settings or "{}"), extra=extra.reset_index(drop=True))
+                      settings=settings, extra=extra.reset_index(drop=True))
+
+
+def _companions(store: Store, settings: dict[str, Any], profile: str) -> list[pd.DataFrame]:
+    """The final results of the studies this one names as companions, their arms relabelled
+    '<label> + <arm>' (e.g. the exact oracle at each D beside the trained arms)."""
+    frames = []
+    for tag, name in settings.get("companions", {}).items():
+        run_id = store.latest_run(name, profile)
+        if run_id is None:
+            continue
+        rows = store.results(name, run_id=run_id)
+        rows = rows[rows.sampler != REAL_DATA]  # the floor is this study's own
+        frames.append(rows.assign(arm=[f"{tag} + {arm}" for arm in rows.arm]))
+    return frames

@@ -109,18 +109,17 @@ def _across_axis(outcomes: list[contrasts.Outcome]) -> list[str]:
             continue
         rows.sort(key=lambda r: r[0])
         verdicts = [(v, o.verdict) for v, _, o in rows]
-        wins = [v for v, verdict in verdicts if verdict == "better"]
         listing = "; ".join(f"{name} = {v:g}: {verdict}" for v, verdict in verdicts)
-        from_on = next((v for i, (v, _) in enumerate(verdicts) if all(x == "better" for _, x in verdicts[i:])), None)
-        if from_on is None:
-            where = f"{comp} is not better than {base} from any {name} on"
-        else:
-            before = [v for v, _ in verdicts if v < from_on]
-            where = (f"{comp} is better than {base} at every {name} from {from_on:g} on" +
-                     (f" (the crossover lies between {name} = {before[-1]:g} and {from_on:g})" if before else
-                      " (at every value tested)"))
-        out.append(f"**{comp} vs {base} across {name}** ({key}): {listing}. {where}; better at {len(wins)} of "
-                   f"{len(verdicts)} values.")
+        where = f"no verdict of better or worse holds from some {name} to the largest"
+        for side in ("better", "worse"):  # the verdict that holds from some value of the axis to its end
+            from_on = next((v for i, (v, _) in enumerate(verdicts) if all(x == side for _, x in verdicts[i:])), None)
+            if from_on is not None:
+                before = [v for v, _ in verdicts if v < from_on]
+                where = (f"{comp} is {side} than {base} at every {name} from {from_on:g} on" +
+                         (f"; the change lies between {name} = {before[-1]:g} and {from_on:g}" if before else
+                          " (at every value tested)"))
+                break
+        out.append(f"**{comp} vs {base} across {name}** ({key}): {listing}. {where}.")
     return out
 
 
@@ -191,7 +190,7 @@ def _health(data: ReportData) -> list[str]:
              "same weighted loss for a network that outputs 0 (1.0 for epsilon + simple); an arm whose loss is not "
              "below it learnt nothing. Clipped: share of steps whose gradient norm exceeded `train.grad_clip`.", "",
              "| arm | final loss | trivial loss | final / trivial | clipped steps |", "|---|---|---|---|---|"]
-    for arm in data.arms:
+    for arm in dict.fromkeys(cells.arm):  # the trained arms (not a companion study's)
         sub = cells[cells.arm == arm]
         finals = []
         for cell in sub.cell:
@@ -252,7 +251,8 @@ def _curves(data: ReportData) -> list[str]:
         lines += ["", f"### {metric.split('(')[0]} (mean over seeds)", "",
                   f"{data.spec(keys[0])['description'] or ''}", "",
                   "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        lines += [f"| {arm} | " + " | ".join(fmt(means.get((arm, k))) for k in keys) + " |" for arm in data.arms]
+        lines += [f"| {arm} | " + " | ".join(fmt(means.get((arm, k))) for k in keys) + " |"
+                  for arm in data.arms if arm in set(sub.arm)]
     return lines
 
 
