@@ -195,6 +195,9 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
         ax.plot([f[0] for f in floors], [f[1] for f in floors], "k--", linewidth=1, label="real data (held-out)")
     if not stats_all:
         return None
+    span = [abs(v) for st in stats_all for v in (st.mean, st.high) if math.isfinite(v)]
+    if span and max(span) > 100 * max(1.0, sorted(span)[len(span) // 2]):  # a few arms blow up: keep the rest readable
+        ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     _finish(fig, ax, name, f"{key} (mean, 95% interval, {sampler})", f"{key} against {name}")
