@@ -37,7 +37,9 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     sentences = _conclusions(data, outcomes)
     conclusion = " ".join(sentences) if sentences else "no results yet"
     if outcomes:  # the index gets the verdicts; the report, the sentences
-        conclusion = "; ".join(f"{o.comparison.name or o.comparison.title}: {o.verdict}" for o in outcomes) + "."
+        names = [o.comparison.name for o in outcomes]
+        conclusion = "; ".join(f"{o.comparison.name if o.comparison.name and names.count(o.comparison.name) == 1 else o.comparison.title}"
+                               f": {o.verdict}" for o in outcomes) + "."
     if sentences:
         lines += ["## Conclusion", ""] + [f"- {s}" for s in sentences] + [""]
     lines += _setup(data) + _health(data)
