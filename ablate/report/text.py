@@ -8,18 +8,9 @@ import tomllib
 from pathlib import Path
 
 from ablate import contrasts
+from ablate.contrasts import fmt
 from ablate.report.data import ALPHA, Plot, ReportData
 from ablate.store import NO_SAMPLER, REAL_DATA
-
-
-def fmt(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.4g}"
-
-
-def fmt_p(p: float) -> str:
-    return "–" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -> tuple[str, str]:
