@@ -113,7 +113,6 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     n = max([m.params.num_samples for _, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
     if step != FINAL:
         metrics = [(name, m) for name, m in metrics if m.cheap]
-    reference = data.test if study.eval.reference == "test" else data.train
     summary: list[str] = []
 
     def done(sampler: str, name: str) -> bool:
@@ -123,11 +122,12 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         gen = torch.Generator(device).manual_seed(_seed(config["seed"], tag) % 2**63)
         return EvalContext(data=data, denoiser=denoiser, diffusion=diffusion, device=device, cache_dir=cache_dir, generator=gen)
 
+    saved = {"train": as_saved(data.train, data.spec), "test": as_saved(data.test, data.spec)}  # once per cell
+
     def real_for(metric: Metric) -> tuple[Tensor, Tensor]:
         """(the split this metric compares with, the other real split: what its floor scores as samples)."""
-        real = data.train if metric.compares_with == "train" else reference
-        other = data.test if real is data.train else data.train
-        return as_saved(real, data.spec), as_saved(other, data.spec)
+        split = "train" if metric.compares_with == "train" else study.eval.reference
+        return saved[split], saved["test" if split == "train" else "train"]
 
     def record(sampler: str, name: str, values: dict[str, float], count: int, nfe: int | None, seconds: float) -> None:
         store.add_metric(key, sampler, name, values, count, nfe, seconds, step, weights)
