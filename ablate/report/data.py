@@ -78,13 +78,8 @@ class ReportData:
         nfe = self.sampled.groupby("sampler").nfe.max()
         return sorted(set(self.sampled.sampler) - {REAL_DATA}, key=lambda s: (-(nfe.get(s) or 0), s))
 
-    @cached_property
-    def main(self) -> pd.DataFrame:
-        """The rows of sampled metrics (the real-data floor included)."""
-        return self.sampled
-
     def _keys(self, role: str) -> list[str]:
-        return [k for k in dict.fromkeys(self.main.key) if self.spec(k)["role"] == role]
+        return [k for k in dict.fromkeys(self.sampled.key) if self.spec(k)["role"] == role]
 
     @cached_property
     def keys(self) -> list[str]:
@@ -113,12 +108,12 @@ class ReportData:
 
     @cached_property
     def floors(self) -> pd.DataFrame:
-        return self.main[self.main.sampler == REAL_DATA]
+        return self.sampled[self.sampled.sampler == REAL_DATA]
 
     @cached_property
     def groups(self) -> list[tuple[str, str]]:
         """(arm, sampler) pairs: arms in the order run, samplers by NFE."""
-        pairs = dict.fromkeys(zip(self.main.arm, self.main.sampler, strict=True))
+        pairs = dict.fromkeys(zip(self.sampled.arm, self.sampled.sampler, strict=True))
         order = [*self.samplers, REAL_DATA]
         return sorted(pairs, key=lambda g: (self.arms.index(g[0]) if g[0] in self.arms else 0, order.index(g[1])))
 
@@ -129,14 +124,14 @@ class ReportData:
 
     def values(self, arm: str, sampler: str, key: str) -> list[float]:
         """The per-seed values of one result, by seed."""
-        main = self.main
+        main = self.sampled
         return main[(main.arm == arm) & (main.sampler == sampler) & (main.key == key)].sort_values("seed").value.tolist()
 
     def summary(self, arm: str, sampler: str, key: str) -> Summary:
         return mean_ci(self.values(arm, sampler, key))
 
     def nfe(self, arm: str, sampler: str) -> int | None:
-        nfe = self.main[(self.main.arm == arm) & (self.main.sampler == sampler)].nfe.dropna()
+        nfe = self.sampled[(self.sampled.arm == arm) & (self.sampled.sampler == sampler)].nfe.dropna()
         return int(nfe.iloc[0]) if len(nfe) else None
 
     def group_name(self, arm: str, sampler: str) -> str:
@@ -146,6 +141,23 @@ class ReportData:
         if len(self.samplers) == 1:
             return arm
         return f"{arm} / {sampler}"
+
+
+def split_axis(arm: str) -> tuple[str, tuple[str, float] | None]:
+    """'x0 + D=8' -> ('x0', ('D', 8.0)): the arm without its one numeric `name=value` part."""
+    parts = arm.split(" + ")
+    numeric = []
+    for i, part in enumerate(parts):
+        name, sep, value = part.partition("=")
+        if sep:
+            try:
+                numeric.append((i, name, float(value)))
+            except ValueError:
+                pass
+    if len(numeric) != 1:
+        return arm, None
+    i, name, value = numeric[0]
+    return " + ".join(p for j, p in enumerate(parts) if j != i), (name, value)
 
 
 def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ablate.report.data import Plot, ReportData
+from ablate.report.data import Plot, ReportData, split_axis
 from ablate.stats import Summary, mean_ci
-from ablate.store import NO_SAMPLER, REAL_DATA
+from ablate.store import FINAL, NO_SAMPLER, REAL_DATA
 
 DPI = 110
 WIDE_RANGE = 100.0  # max/min ratio from which a positive metric is drawn on a log axis
@@ -170,9 +170,7 @@ def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) 
 def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
     """The metric against a numeric axis of the arms (e.g. `D=8`), one line per value of the rest, with the
     real-data floor per axis value: where the arms cross."""
-    from ablate.report.text import _split_axis
-
-    parsed = {arm: _split_axis(arm) for arm in data.arms}
+    parsed = {arm: split_axis(arm) for arm in data.arms}
     if any(axis is None for _, axis in parsed.values()) or len({axis[0] for _, axis in parsed.values()}) != 1:
         return None
     sampler = data.samplers[0] if data.samplers else None
@@ -206,7 +204,7 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
 
 def learning_figure(data: ReportData) -> tuple[Plot, Figure] | None:
     """Cheap metrics at intermediate training steps, per arm: does a ranking hold or reflect training length?"""
-    curve = data.extra[(data.extra.weights == "ema") & (data.extra.step != -1)]
+    curve = data.extra[(data.extra.weights == "ema") & (data.extra.step != FINAL)]
     keys = [k for k in dict.fromkeys(curve.key) if data.spec(k)["role"] != "curve"]
     if not keys:
         return None

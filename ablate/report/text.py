@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ablate import contrasts
 from ablate.contrasts import fmt
-from ablate.report.data import ALPHA, Plot, ReportData
+from ablate.report.data import ALPHA, Plot, ReportData, split_axis
 from ablate.store import NO_SAMPLER, REAL_DATA
 
 
@@ -54,7 +54,7 @@ def _outcomes(data: ReportData) -> list[contrasts.Outcome]:
     if not data.contrasts:
         return []
     keys = {c["metric"] for c in data.contrasts}
-    return contrasts.evaluate(data.main[data.main.key.isin(keys)], data.contrasts,
+    return contrasts.evaluate(data.sampled[data.sampled.key.isin(keys)], data.contrasts,
                               {k: data.direction(k) for k in keys}, data.arms, [*data.samplers, REAL_DATA])
 
 
@@ -90,8 +90,8 @@ def _across_axis(outcomes: list[contrasts.Outcome]) -> list[str]:
     families: dict[tuple[str, str, str, str], list[tuple[float, str, contrasts.Outcome]]] = {}
     for o in outcomes:
         (b_arm, b_sampler), (c_arm, c_sampler) = o.comparison.baseline, o.comparison.compare
-        b_rest, b_axis = _split_axis(b_arm)
-        c_rest, c_axis = _split_axis(c_arm)
+        b_rest, b_axis = split_axis(b_arm)
+        c_rest, c_axis = split_axis(c_arm)
         if b_axis is None or b_axis != c_axis or b_sampler != c_sampler:
             continue
         name, value = b_axis
@@ -114,23 +114,6 @@ def _across_axis(outcomes: list[contrasts.Outcome]) -> list[str]:
                 break
         out.append(f"**{comp} vs {base} across {name}** ({key}): {listing}. {where}.")
     return out
-
-
-def _split_axis(arm: str) -> tuple[str, tuple[str, float] | None]:
-    """'x0 + D=8' -> ('x0', ('D', 8.0)): the arm without its one numeric `name=value` part."""
-    parts = arm.split(" + ")
-    numeric = []
-    for i, part in enumerate(parts):
-        name, sep, value = part.partition("=")
-        if sep:
-            try:
-                numeric.append((i, name, float(value)))
-            except ValueError:
-                pass
-    if len(numeric) != 1:
-        return arm, None
-    i, name, value = numeric[0]
-    return " + ".join(p for j, p in enumerate(parts) if j != i), (name, value)
 
 
 def _question(data: ReportData) -> str:
@@ -275,7 +258,7 @@ def _table(data: ReportData, keys: list[str]) -> list[str]:
             s = data.interval(*group, key)
             cells.append(f"{fmt(s.mean)} [{fmt(s.low)}, {fmt(s.high)}] (n={s.n})" if s.n > 1 else fmt(s.mean))
         nfe = data.nfe(*group)
-        count = data.main[(data.main.arm == group[0]) & (data.main.sampler == sampler)].num_samples.dropna()
+        count = data.sampled[(data.sampled.arm == group[0]) & (data.sampled.sampler == sampler)].num_samples.dropna()
         lines.append(f"| {arm} | {sampler} | {nfe if nfe is not None else '–'} | "
                      f"{int(count.iloc[0]) if len(count) else '–'} | " + " | ".join(cells) + " |")
     return lines
@@ -295,7 +278,7 @@ def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[str]
         groups = list(dict.fromkeys(g for o in outcomes if o.comparison.key == key
                                     for g in (o.comparison.baseline, o.comparison.compare)))
         lines += [f"### Per-seed {key}", "", "Each seed's value, so any test above can be redone by hand.", ""]
-        lines += contrasts.per_seed_table(data.main, key, groups) + [""]
+        lines += contrasts.per_seed_table(data.sampled, key, groups) + [""]
     return lines
 
 
@@ -311,4 +294,4 @@ def _exploratory(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[st
 
         def keep(a: tuple[str, str], b: tuple[str, str]) -> bool:
             return (a[0] == b[0] and top.get(a[0]) in (a[1], b[1])) or (a[1] == b[1] and first in (a[0], b[0]))
-    return contrasts.exploratory_table(data.main, key, groups, outcomes, keep)
+    return contrasts.exploratory_table(data.sampled, key, groups, outcomes, keep)
