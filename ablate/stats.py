@@ -2,8 +2,8 @@
 
 Seeds are few (3-8), so intervals use the t distribution. Arms trained at the same seed share
 their random numbers, so declared contrasts are tested on per-seed differences (paired t, with an
-exact sign-flip permutation test and a bootstrap beside it); Welch's unequal-variance test remains
-for exploratory unpaired comparisons. "No difference" needs TOST with a margin, and Holm's step-down
+exact sign-flip permutation test and a bootstrap beside it); Welch's unequal-variance test is kept
+for unpaired comparisons, though the report pairs every comparison on seeds. "No difference" needs TOST with a margin, and Holm's step-down
 method controls the family-wise error of the declared contrasts. Everything random is seeded, so a
 regenerated report is byte-identical.
 """
@@ -250,6 +250,13 @@ def nonnegative_ci(values: Sequence[float], level: float = 0.95, resamples: int 
     if len(x) and np.all(x > 0):
         s = mean_ci(np.log(x).tolist(), level)
         return PositiveInterval(s.n, math.exp(s.mean), math.exp(s.low), math.exp(s.high), LOG_T)
+    return clipped_bootstrap(x.tolist(), level, resamples, seed)
+
+
+def clipped_bootstrap(values: Sequence[float], level: float = 0.95, resamples: int = 9999, seed: int = 0) -> PositiveInterval:
+    """The arithmetic mean with its seeded percentile bootstrap interval, clipped at 0: inside [min, max]
+    of the values when they are positive, and never below zero when some dip under it (KID)."""
+    x = _finite(values)
     b = bootstrap_ci(x.tolist(), level, resamples, seed)
     mean = float(x.mean()) if len(x) else math.nan
     return PositiveInterval(b.n, mean, max(0.0, b.low), max(0.0, b.high), BOOT_CLIPPED)

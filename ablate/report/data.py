@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.stats import Summary, bootstrap_ci, mean_ci
+from ablate.stats import Summary, clipped_bootstrap, mean_ci
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 
 ALPHA = 0.05
@@ -103,8 +103,8 @@ class ReportData:
         values = self.values(arm, sampler, key)
         if not self.spec(key)["nonnegative"] or len(values) < 2:
             return mean_ci(values)
-        boot = bootstrap_ci(values)  # percentile bootstrap of the mean: inside [min, max], clipped at 0
-        return Summary(boot.n, float(sum(values) / len(values)), math.nan, max(0.0, boot.low), max(0.0, boot.high))
+        ci = clipped_bootstrap(values)
+        return Summary(ci.n, ci.center, math.nan, ci.low, ci.high)
 
     @cached_property
     def floors(self) -> pd.DataFrame:
