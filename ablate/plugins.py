@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ablate import hookspecs
 from ablate.errors import PluginError
@@ -55,10 +55,11 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def plugin_label(table: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
-    """'one_step(jump_at=500)': the name plus the params that differ from the defaults."""
+def plugin_label(table: dict[str, Any], defaults: dict[str, Any] | None = None, shown: frozenset[str] = frozenset()) -> str:
+    """'one_step(jump_at=500)': the name plus the params that differ from the defaults, and those in `shown`
+    whatever their value (params that differ between a study's arms)."""
     defaults = defaults or {}
-    args = [f"{k}={v}" for k, v in table.items() if k != "name" and defaults.get(k, object()) != v]
+    args = [f"{k}={v}" for k, v in table.items() if k != "name" and (k in shown or defaults.get(k, object()) != v)]
     return f"{table['name']}({', '.join(args)})" if args else str(table["name"])
 
 
@@ -69,6 +70,7 @@ class Registry:
     plugins: dict[str, dict[str, type[Plugin]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     origins: dict[tuple[str, str], Origin] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    unusable: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> why it was not registered
 
     def get(self, kind: str, name: str) -> type[Plugin]:
         if kind not in self.plugins:
@@ -76,6 +78,8 @@ class Registry:
         try:
             return self.plugins[kind][name]
         except KeyError:
+            if (kind, name) in self.unusable:
+                raise PluginError(f"{kind} {name!r} cannot be used: {self.unusable[(kind, name)]}") from None
             known = self.names(kind)
             close = difflib.get_close_matches(str(name), known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -100,10 +104,10 @@ class Registry:
         """Construct from a study's plugin table: {name, **params}."""
         return self.create(kind, table["name"], {k: v for k, v in table.items() if k != "name"})
 
-    def label(self, kind: str, table: dict[str, Any]) -> str:
-        """A resolved plugin table's label: the name plus its non-default params."""
+    def label(self, kind: str, table: dict[str, Any], shown: frozenset[str] = frozenset()) -> str:
+        """A resolved plugin table's label: the name plus its non-default params (and those in `shown`)."""
         defaults = self.get(kind, table["name"]).Params.model_construct().model_dump(mode="json")
-        return plugin_label(table, defaults)
+        return plugin_label(table, defaults, shown)
 
     def add(self, kind: str, cls: object, origin: Origin) -> None:
         problem = _malformed(kind, cls)
@@ -135,6 +139,23 @@ def _malformed(kind: str, cls: object) -> str | None:
         methods = ", ".join(f"`{m}`" for m in missing)
         return (f"{cls.__qualname__} does not define {methods}, which every {kind} plugin needs "
                 f"(optional: {', '.join(base.optional) or 'none'}; see docs/writing-a-plugin.md)")
+    return _invalid_defaults(kind, cls)
+
+
+def _invalid_defaults(kind: str, cls: Any) -> str | None:
+    """Why the defaults of `cls.Params` do not pass its own validation, or None. pydantic does not
+    validate defaults, so a bad one (`Field(0, ge=1)`) would otherwise surface only after training."""
+    fields = cls.Params.model_fields
+    given = {f.alias or name: f.get_default(call_default_factory=True) for name, f in fields.items() if not f.is_required()}
+    try:
+        cls.Params.model_validate(given)
+    except ValidationError as exc:
+        bad = [f"parameter `{'.'.join(map(str, e['loc']))}` = {e['input']!r}: {e['msg']}" if e["loc"] else e["msg"]
+               for e in exc.errors() if e["type"] != "missing"]
+        if bad:
+            return f"{kind} {cls.name!r} ({cls.__qualname__}) has an invalid default: {'; '.join(bad)}"
+    except Exception as exc:  # a validator of the plugin's that raises something else
+        return f"{kind} {cls.name!r} ({cls.__qualname__}): validating its Params defaults raised {type(exc).__name__}: {exc}"
     return None
 
 
@@ -173,13 +194,18 @@ def _norm(name: str) -> str:
 
 
 def _entry_point_modules(problems: list[str]) -> list[tuple[ModuleType, Origin]]:
-    """Import every entry point of group "ablate"; $ABLATE_LOAD_PLUGINS limits third-party ones."""
+    """Import every entry point of group "ablate"; $ABLATE_LOAD_PLUGINS limits third-party ones
+    (a name it gives that matches no installed package is a problem: a typo would load nothing)."""
     wanted = os.environ.get(LOAD_ENV)
-    allowed = None if wanted is None else {_norm(w) for w in wanted.split(",") if w.strip()}
+    allowed = None if wanted is None else {_norm(w): w.strip() for w in wanted.split(",") if w.strip()}
+    matched, installed = {_norm(BUILTIN_DIST)}, []
     loaded = []
     for ep in entry_points(group=GROUP):
         dist = ep.dist.name if ep.dist is not None else "unknown"
         builtin = dist == BUILTIN_DIST
+        if not builtin:
+            installed.append(dist)
+            matched |= {_norm(dist), _norm(ep.name)}
         if not builtin and allowed is not None and _norm(dist) not in allowed and _norm(ep.name) not in allowed:
             continue
         origin = (
@@ -193,6 +219,10 @@ def _entry_point_modules(problems: list[str]) -> list[tuple[ModuleType, Origin]]
             problems.append(f"plugin {ep.name!r} from {origin} failed to import: {type(exc).__name__}: {exc}")
             continue
         loaded.append((module, origin))
+    unmatched = [name for norm, name in (allowed or {}).items() if norm not in matched]
+    if unmatched:
+        problems.append(f"{LOAD_ENV} names {', '.join(unmatched)}, which no installed plugin package provides; "
+                        f"installed: {', '.join(dict.fromkeys(installed)) or 'none besides the built-ins'}")
     return loaded
 
 
@@ -254,6 +284,8 @@ def load_registry(extra_plugin_files: tuple[str | Path, ...] | list[str | Path] 
             for cls in classes:
                 problem = _malformed(kind, cls)
                 if problem:
+                    if isinstance(getattr(cls, "name", None), str):  # a study naming it is told why, not "unknown"
+                        registry.unusable[(kind, cls.name)] = f"{origin}: {problem}"
                     broken(origin, f"{origin}: {problem}")
                     continue
                 registry.add(kind, cls, origin)  # two plugins with one name stay an error, whatever their origin

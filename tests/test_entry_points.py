@@ -13,6 +13,7 @@ import math
 import sqlite3
 import textwrap
 import tomllib
+import warnings
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,14 @@ def test_ablate_load_plugins_filters_third_party_plugins(example_installed, monk
         monkeypatch.delenv("ABLATE_LOAD_PLUGINS", raising=False)
     else:
         monkeypatch.setenv("ABLATE_LOAD_PLUGINS", env)
-    registry = ablate.load_registry()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        registry = ablate.load_registry()
     assert (SAMPLER in registry.names("sampler")) is loaded
+    # a name that matches no installed package (a typo would load nothing) is named, with what is installed
+    unmatched = [p for p in registry.problems if "some-other-package" in p]
+    assert len(unmatched) == int("some-other-package" in (env or "")), registry.problems
+    assert all(f"installed: {DIST}" in p for p in unmatched)
     assert {"ancestral", "one_step", "ddim"} <= set(registry.names("sampler"))  # built-ins always load
 
 

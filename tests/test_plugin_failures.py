@@ -14,6 +14,7 @@ from importlib.metadata import entry_points as real_entry_points
 from types import SimpleNamespace
 
 import pytest
+from pydantic import Field
 
 import ablate
 import ablate.plugins as plugins_module
@@ -348,3 +349,67 @@ def test_third_party_duplicate_of_a_builtin_is_an_error_naming_both(monkeypatch,
     assert main(["plugins"]) == 2
     err = _one_line_error(capsys)
     assert "two sampler plugins are named 'ancestral'" in err and "built-in" in err and "tp-impostor 0.3" in err
+
+
+# --------------------------------------------------------------------------- an invalid Params default
+
+BAD_DEFAULT = GOOD.replace("Field(10, ge=1", "Field(0, ge=1")  # pydantic itself never checks a default
+PARAMETER = "parameter `steps` = 0: Input should be greater than or equal to 1"
+
+
+def test_local_file_with_an_invalid_default_fails_before_training(tmp_path, capsys):
+    plugin = _write(tmp_path / "bad_default.py", BAD_DEFAULT.format(name="bad_default"))
+    study = _study(tmp_path, plugins=["bad_default.py"], samplers='[[sampler]]\nname = "bad_default"\nsteps = 3\n')
+    assert _run(tmp_path, study) == 2
+    err = _one_line_error(capsys)
+    assert str(plugin.resolve()) in err and "sampler 'bad_default'" in err and PARAMETER in err
+    assert "study.toml: plugins:" in err
+    assert not (tmp_path / "runs" / "ablate.db").exists()  # nothing trained
+    assert main(["plugins", "--plugins", str(plugin)]) == 2  # `ablate plugins` says the same
+    assert PARAMETER in _one_line_error(capsys)
+
+
+class _BadDefault(Sampler):
+    """Its default step count fails its own constraint."""
+
+    name = "tp_bad_default"
+
+    class Params(Sampler.Params):
+        steps: int = Field(0, ge=1)
+
+    def sample(self, denoiser, diffusion, x, t_start, generator):
+        return x
+
+
+def test_third_party_plugin_with_an_invalid_default(monkeypatch, tmp_path, capsys):
+    """Skipped with a warning by `ablate plugins` (the rest listed); a study naming it stops before training
+    with one error naming it, its package and the parameter."""
+    package = _module("tp_defaults", ablate_samplers=lambda: [_BadDefault, _Ok])
+    _install(monkeypatch, ("tp-defaults", lambda: package))
+    assert main(["plugins", "--kind", "sampler"]) == 0
+    out, err = capsys.readouterr()
+    assert "  tp_ok  [tp-defaults 0.3]" in out and "tp_bad_default" not in out
+    assert err == f"warning: tp-defaults 0.3: sampler 'tp_bad_default' (_BadDefault) has an invalid default: {PARAMETER}\n"
+    study = _study(tmp_path, samplers='[[sampler]]\nname = "tp_bad_default"\nsteps = 3\n')
+    assert _run(tmp_path, study) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    error = err[err.index("error:"):]
+    assert "sampler[0].name: sampler 'tp_bad_default' cannot be used: tp-defaults 0.3:" in error and PARAMETER in error
+    assert not (tmp_path / "runs" / "ablate.db").exists()
+
+
+# --------------------------------------------------------------------------- ABLATE_LOAD_PLUGINS
+
+def test_load_plugins_naming_no_installed_package_is_a_warning(monkeypatch, capsys):
+    working = _module("tp_working", ablate_samplers=lambda: [_Ok])
+    _install(monkeypatch, ("tp-working", lambda: working))
+    monkeypatch.setenv("ABLATE_LOAD_PLUGINS", "tp-workng, ablate,tp_working")  # a typo, the built-ins, a match
+    assert main(["plugins", "--kind", "sampler"]) == 0
+    out, err = capsys.readouterr()
+    assert "  tp_ok  [tp-working 0.3]" in out
+    assert err == ("warning: ABLATE_LOAD_PLUGINS names tp-workng, which no installed plugin package provides; "
+                   "installed: tp-working\n")
+    monkeypatch.setenv("ABLATE_LOAD_PLUGINS", "tp-working")
+    assert main(["plugins", "--kind", "sampler"]) == 0
+    assert capsys.readouterr().err == ""

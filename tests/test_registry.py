@@ -361,3 +361,82 @@ def test_cli_version(capsys):
         main(["--version"])
     assert info.value.code == 0
     assert capsys.readouterr().out.strip() == f"ablate {ablate.__version__}"
+
+
+# --------------------------------------------------------------------------- Params defaults checked at load
+
+PARAMS_SAMPLER = '''
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from ablate import Sampler, hookimpl
+
+
+class WithParams(Sampler):
+    """A sampler whose Params are the test's."""
+
+    name = "{name}"
+
+    class Params(Sampler.Params):
+{fields}
+
+    def sample(self, denoiser, diffusion, x, t_start, generator):
+        return x
+
+
+@hookimpl
+def ablate_samplers():
+    return [WithParams]
+'''
+
+
+def _params_sampler(tmp_path, name, fields):
+    text = PARAMS_SAMPLER.format(name=name, fields=textwrap.indent(textwrap.dedent(fields).strip(), " " * 8))
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("fields, parameter", [
+    ("steps: int = Field(0, ge=1)", "parameter `steps` = 0: Input should be greater than or equal to 1"),
+    ("mode: str = Field(3)", "parameter `mode` = 3: Input should be a valid string"),
+    ("sizes: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [1, -2])",
+     "parameter `sizes.1` = -2: Input should be greater than or equal to 0"),
+    ("""
+     lo: float = 2.0
+     hi: float = 1.0
+
+     @model_validator(mode="after")
+     def ordered(self) -> Any:
+         if self.lo > self.hi:
+             raise ValueError("lo must not exceed hi")
+         return self
+     """, "lo must not exceed hi"),
+])
+def test_an_invalid_default_is_a_broken_plugin_naming_origin_and_parameter(tmp_path, fields, parameter):
+    path = _params_sampler(tmp_path, "bad_default", fields)
+    with pytest.raises(ablate.PluginError) as info:  # a file the user named: an error
+        ablate.load_registry([path])
+    message = str(info.value)
+    assert str(path.resolve()) in message and "sampler 'bad_default'" in message and "invalid default" in message
+    assert parameter in message
+    good = _write(tmp_path, "good3.py", GOOD_SAMPLER.format(name="good_three"))
+    with pytest.warns(UserWarning, match="invalid default"):  # not strict: the others still load
+        registry = ablate.load_registry([path, good], strict_files=False)
+    assert registry.problems == [message]
+    assert "good_three" in registry.names("sampler") and STANDARD["sampler"] <= set(registry.names("sampler"))
+    assert "bad_default" not in registry.names("sampler")
+    with pytest.raises(ablate.PluginError, match=r"sampler 'bad_default' cannot be used: .*invalid default"):
+        registry.get("sampler", "bad_default")
+
+
+def test_required_params_and_valid_defaults_load(tmp_path):
+    """A required parameter (no default) is the study's to give, not a bad default."""
+    path = _params_sampler(tmp_path, "needs_path", 'path: str = Field(..., description="required")\nsteps: int = Field(5, ge=1)')
+    registry = ablate.load_registry([path])
+    assert registry.problems == [] and "needs_path" in registry.names("sampler")
+    assert registry.create("sampler", "needs_path", {"path": "x"}).params.steps == 5
+    with pytest.raises(ValidationError, match="path"):
+        registry.create("sampler", "needs_path")
+
