@@ -6,10 +6,11 @@ import argparse
 import inspect
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ablate import __version__
-from ablate.errors import AblateError
+from ablate.errors import AblateError, StudyNote
 
 RUNS_HELP = "the runs dir: checkpoints, samples and the results store ablate.db"
 
@@ -41,11 +42,23 @@ def plugin_kind(name: str) -> str:
     return name
 
 
+@contextmanager
+def warning_lines() -> Iterator[None]:
+    """Each warning once, as one `warning:` (or `note:`) line on stderr when it is raised: not a source
+    dump, and not held back until a long run ends or lost when it fails."""
+    def show(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        print(f"{'note' if issubclass(category, StudyNote) else 'warning'}: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ablate.plugins import load_registry
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warning_lines():
         registry = load_registry(args.plugins or ())
     kinds = [args.kind] if args.kind else list(registry.plugins)
     for kind in kinds:
@@ -57,21 +70,16 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  {name}  [{registry.origin(kind, name)}]  {doc}")
             print("\n".join(_describe_params(cls)) or "      (no parameters)")
         print()
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ablate.runner import run_study
 
-    with warnings.catch_warnings(record=True) as caught:  # plugin problems: one clean line each, not a source dump
-        warnings.simplefilter("always")
+    with warning_lines():
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
                           recompute_stale=args.recompute_stale)
-    for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
     return 0 if frame is not None else 1
 
 

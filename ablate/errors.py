@@ -21,5 +21,9 @@ class StudyError(AblateError):
     """A study file that does not validate."""
 
 
+class StudyNote(UserWarning):
+    """Something the user may not expect from a valid study (e.g. a plugin switch dropping params): a `note:` line."""
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite: the cell is marked failed, the study goes on."""

@@ -76,6 +76,12 @@ def study_model() -> type[BaseModel]:
     return create_model("StudyModel", __base__=_Strict, **fields)
 
 
+def required_sections() -> list[str]:
+    """The tables a study must give ([study] and the plugin sections without a default), as TOML spells them."""
+    return ["[study] (with a name)", *(f"[[{k.section}]]" if k.many else f"[{k.section}]"
+                                      for k in KINDS.values() if k.default is None)]
+
+
 def dotted(loc: tuple) -> str:
     """pydantic's error location as the study file spells it: ('sampler', 1, 'jump_at') -> 'sampler[1].jump_at'."""
     out = ""

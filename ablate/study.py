@@ -1,4 +1,4 @@
-"""The study file: TOML read with tomllib, the profile and `--set` overrides applied (ablate.overrides),
+"""The study file: TOML read (ablate.studyfile), the profile and `--set` overrides applied (ablate.overrides),
 validated against the schema and the plugins' own Params (ablate.schema), and expanded into training
 cells (ablate.grid).
 
@@ -9,7 +9,6 @@ validated before any training starts.
 from __future__ import annotations
 
 import json
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import ValidationError
 
 from ablate import grid
 from ablate.contrasts import ContrastSpec, check
-from ablate.errors import AblateError, StudyError
+from ablate.errors import AblateError, StudyError, StudyNote
 from ablate.overrides import apply_profile, apply_set, mark_set_errors
 from ablate.plugins import Registry, config_hash, implements, load_registry
 from ablate.schema import (
@@ -29,10 +28,12 @@ from ablate.schema import (
     cell_sections,
     error_lines,
     plugin_sections,
+    required_sections,
     study_model,
     validate_plugin,
 )
 from ablate.store import REAL_DATA
+from ablate.studyfile import read_toml
 
 __all__ = ["BOOKKEEPING", "Cell", "EvalConfig", "Study", "TrainConfig", "load_study"]  # what importers use
 
@@ -87,16 +88,6 @@ class Study:
         self.sections["executor"] = table
 
 
-def read_toml(path: Path) -> dict[str, Any]:
-    file = str(path)
-    if not path.is_file():
-        raise StudyError("study file not found", file=file)
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise StudyError(f"not valid TOML: {exc}", file=file) from None
-
-
 def study_registry(path: Path, listed: list[str], extra_plugins: list[str] | tuple[str, ...]) -> tuple[Registry, list[Path]]:
     """The registry with the study's own plugin files (relative to it) and --plugins files loaded."""
     plugin_files = [(path.parent / p).resolve() for p in listed] + [Path(p).resolve() for p in extra_plugins]
@@ -134,6 +125,8 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     path = Path(path)
     file = str(path)
     raw = read_toml(path)
+    if not raw:
+        raise StudyError(f"the study is empty; it needs at least {', '.join(required_sections())}", file=file)
     if profile is not None:
         apply_profile(raw, profile, file)
     parsed = apply_set(raw, overrides, file)
@@ -146,7 +139,7 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     sections, errors = resolve_sections(registry, model)
     base = {section: sections[section] for section in cell_sections()}
     base["train"] = model.train.model_dump()
-    axes, errs = grid.axes(registry, model.grid, model.arm, base)
+    axes, errs, notes = grid.axes(registry, model.grid, model.arm, base, {s: getattr(model, s) for s in cell_sections()})
     errors += errs
     if errors:  # also ask the plugins about the sections no grid or arm varies, to report everything at once
         varied = {k.split(".")[0] for k in model.grid} | {k.split(".")[0] for arm in model.arm for k in arm}
@@ -168,6 +161,8 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
     if errors:
         raise invalid(errors, file)
+    for note in notes:
+        warnings.warn(f"{file}: {note}", StudyNote, stacklevel=2)
     for schedule in {json.dumps(c.config["schedule"], sort_keys=True): c.config["schedule"] for c in cells}.values():
         _warn_if_not_noise(registry, schedule, file)
     contrasts = _contrasts(model.contrast, cells, sections, registry, file)

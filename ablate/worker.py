@@ -10,11 +10,13 @@ A task that still fails after the executor's retries is recorded as a failed cel
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablate.errors import StudyNote
 from ablate.store import Store
 
 CELL_STORE = "cell.db"
@@ -76,7 +78,9 @@ def run_job(job: CellJob) -> Done:
         os.chdir(job.cwd)
     spec = (job.study_path, job.profile, job.overrides, job.extra_plugins)
     if spec not in _STUDIES:
-        _STUDIES[spec] = load_study(job.study_path, job.profile, list(job.overrides), list(job.extra_plugins))
+        with warnings.catch_warnings():  # the driver has shown the study's notes once
+            warnings.simplefilter("ignore", StudyNote)
+            _STUDIES[spec] = load_study(job.study_path, job.profile, list(job.overrides), list(job.extra_plugins))
     study = _STUDIES[spec]
     cell = next((c for c in study.cells if c.key == job.key), None)
     if cell is None:

@@ -322,3 +322,50 @@ def test_no_profile_leaves_the_file_as_written(profiles):
     (cell,) = study.cells
     assert cell.config["model"]["name"] == "unet" and cell.config["model"]["ch"] == 8
     assert cell.config["schedule"]["T"] == 100 and study.samplers[1]["jump_at"] == 99
+
+
+# --- files that are not a UTF-8 TOML study ----------------------------------------------------
+
+NOT_A_STUDY = {  # (file contents, or None for a directory; words in the one error line)
+    "directory": (None, ["is a directory, not a study file"]),
+    "binary": (b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256)), ["a binary file, not a TOML study file"]),
+    "latin-1": ('[study]\nname = "café"\n'.encode("latin-1"), ["not UTF-8 text", "byte 0xe9 on line 2", "save the study as UTF-8"]),
+    "utf-16": (BASE.encode("utf-16"), ["a binary file"]),  # UTF-16 holds NUL bytes
+    "empty": (b"", ["the study is empty", "[study] (with a name)", "[data]", "[model]"]),
+    "only comments": (b"# a study, some day\n\n", ["the study is empty", "[data]"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_A_STUDY))
+def test_a_file_that_is_not_a_utf8_toml_study(tmp_path, capsys, case):
+    content, words = NOT_A_STUDY[case]
+    study = tmp_path / "study.toml"
+    study.mkdir() if content is None else study.write_bytes(content)
+    assert run_cli(tmp_path, study) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"error: {study}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in out + err
+    for word in words:
+        assert word in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    """Windows editors may start UTF-8 with a BOM, which tomllib alone rejects: the same study loads."""
+    plain = load_study(write(tmp_path, BASE))
+    with_bom = tmp_path / "bom.toml"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + BASE.encode())
+    assert [c.key for c in load_study(with_bom).cells] == [c.key for c in plain.cells]
+
+
+@pytest.mark.parametrize("case", ["directory", "latin-1", "binary"])
+def test_report_reads_study_files_the_same_way(tmp_path, capsys, case):
+    from ablate.store import Store
+
+    Store(tmp_path / "runs" / "ablate.db").close()  # a store, so that the study file is what fails
+    content, words = NOT_A_STUDY[case]
+    study = tmp_path / "study.toml"
+    study.mkdir() if content is None else study.write_bytes(content)
+    assert cli.main(["report", str(study), "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {study}: ") and words[0] in err and "Traceback" not in err

@@ -7,13 +7,13 @@ figures, and `index` keeps the sidecars from which the reports index and the cro
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from ablate.errors import AblateError
 from ablate.report import data as report_data
 from ablate.report import index, plots, text
 from ablate.store import Store
+from ablate.studyfile import read_toml
 
 
 def study_names(paths: list[str], store: Store) -> list[str]:
@@ -22,10 +22,8 @@ def study_names(paths: list[str], store: Store) -> list[str]:
     names = []
     for p in paths:
         try:
-            names.append(tomllib.loads(Path(p).read_text())["study"]["name"])
-        except FileNotFoundError:
-            raise AblateError("study file not found", file=p) from None
-        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            names.append(read_toml(Path(p))["study"]["name"])
+        except (KeyError, TypeError) as exc:
             raise AblateError(f"cannot read study.name ({exc})", file=p, key="study.name") from None
     return names
 
