@@ -3,7 +3,9 @@
 Finished work is reused only when the plugin code it rests on is the same: every cell and every
 evaluation records the identity of its plugins (a local file's sha256, a package's version,
 ablate's version for the built-ins). Results of changed code stop the run (exit 2) with a list,
-until `--recompute-stale` deletes and recomputes them.
+until `--recompute-stale` deletes and recomputes them. Only this study's results are judged, each
+against the current code of the plugins it names: another study's evaluations of a shared cell, or
+a sampler this profile leaves out, are neither stale nor touched.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import copy
 import dataclasses
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -21,7 +22,6 @@ import sqlite3
 import sys
 import time
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from torch import nn
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
+from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
-from ablate.plugins import Registry
 from ablate.store import NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
 from ablate.train import load_checkpoint, train_cell
@@ -100,17 +100,6 @@ EVAL_METHOD = ("reference", "clip_x0")  # eval settings that change what the sto
 EVAL_DEFAULTS = EvalConfig().model_dump()
 
 
-def plugin_identity(registry: Registry, kind: str, name: str) -> str:
-    """The code a plugin runs: a local file by the sha256 of its content, a package by its version,
-    a built-in by ablate's version."""
-    origin = registry.origin(kind, name)
-    if origin.source == "file":
-        return f"{origin.label} sha256:{hashlib.sha256(Path(origin.label).read_bytes()).hexdigest()}"
-    if origin.source == "package":
-        return f"{origin.label}=={origin.version}"
-    return f"built-in (ablate {_version()})"
-
-
 def cell_plugins(study: Study, cell: Cell) -> dict[str, str]:
     """'kind/name' -> identity of the plugins that train a cell (every kind with `cell=True`)."""
     names = ((k.name, cell.config[k.section]["name"]) for k in KINDS.values() if k.cell)
@@ -156,13 +145,6 @@ def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
         cls = study.registry.get("metric", spec["name"])
         out[study.registry.label("metric", spec)] = {k: dataclasses.asdict(v) for k, v in cls.keys.items()}
     return out
-
-
-def _version() -> str:
-    try:
-        return version("ablate")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str, ...] | list[str] = (),
@@ -225,8 +207,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
 
 def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[str, dict[str, str]],
                  recompute: bool) -> list[str]:
-    """Results computed by plugin code that has changed since are never reused silently: without
-    `recompute` they stop the run; with it their files and rows are deleted (rows in one transaction)."""
+    """Results of this study computed by plugin code that has changed since are never reused silently:
+    without `recompute` they stop the run; with it their files and rows are deleted (rows in one
+    transaction). Rows of samplers and metrics this study does not evaluate are left alone."""
     cells = store.stale_cells(identities)
     evals = [e for e in store.stale_evals([c.key for c in study.cells]) if e[0] not in cells]
     if not cells and not evals:
@@ -250,8 +233,7 @@ def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[st
 def _changes(old: dict[str, str] | None, new: dict[str, str]) -> str:
     if old is None:
         return "stored without plugin identities"
-    return "; ".join(f"{k} was {old.get(k, 'not used')}, now {new.get(k, 'not used')}"
-                     for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k))
+    return "; ".join(f"{k} was {was or 'not set'}, now {now or 'not set'}" for k, (was, now) in changes(old, new).items())
 
 
 def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data],

@@ -10,8 +10,8 @@ transaction. `step` is the training step of the evaluated weights (-1: the final
 
 Every cell and every evaluation also records the code identity of the plugins it rests on
 (`plugins`: JSON {"kind/name": identity}), so a rerun can tell results computed by code that
-has since changed (`stale_cells`, `stale_evals`) and recompute them (`forget`). Every change is
-one SQLite transaction.
+has since changed (`stale_cells`, `stale_evals`: per result, by the plugins that result names, see
+ablate.identity) and recompute them (`forget`). Every change is one SQLite transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ablate.identity import changes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +64,11 @@ CREATE TABLE IF NOT EXISTS metrics (
 
 def _identity(plugins: dict[str, str] | None) -> str | None:
     return None if plugins is None else json.dumps(plugins, sort_keys=True)
+
+
+def _stale(recorded: str | None, current: dict[str, str]) -> bool:
+    """A result recorded without identities is stale; one with them, when a plugin it names has other code now."""
+    return recorded is None or bool(changes(json.loads(recorded), current))
 
 
 class Store:
@@ -141,6 +148,13 @@ class Store:
             return None
         return _identity({**self.identities["sampler"].get(sampler, {}), **self.identities["metric"][metric]})
 
+    def eval_stale(self, sampler: str, metric: str, recorded: str | None) -> bool:
+        """Was a stored evaluation (its recorded identity) computed by other code than this run's? Only this
+        run's sampler and metric labels are judged: a shared cell also holds other studies' evaluations."""
+        if metric not in self.identities["metric"] or sampler not in {*self.identities["sampler"], NO_SAMPLER, REAL_DATA}:
+            return False
+        return _stale(recorded, json.loads(self.eval_identity(sampler, metric) or "{}"))
+
     def stale_cells(self, current: dict[str, dict[str, str]]) -> dict[str, dict[str, str] | None]:
         """Cells (key -> current identity) whose stored work was done by other plugin code: key -> the
         identity they recorded (None: recorded without one). A cell with no work yet takes the current one."""
@@ -149,7 +163,7 @@ class Store:
             row = self.db.execute("SELECT plugins, status != 'pending' OR step > 0 OR EXISTS (SELECT 1 FROM losses "
                                   "WHERE cell=?) OR EXISTS (SELECT 1 FROM evals WHERE cell=?) FROM cells WHERE key=?",
                                   (key, key, key)).fetchone()
-            if row is None or row[0] == _identity(identity):
+            if row is None or not _stale(row[0], identity):
                 continue
             if row[1]:
                 stale[key] = json.loads(row[0]) if row[0] else None
@@ -160,14 +174,13 @@ class Store:
     def stale_evals(self, cells: list[str]) -> list[tuple[str, str, str, dict[str, str] | None]]:
         """(cell, sampler, metric, recorded identity) of the evaluations of `cells`, by this run's sampler
         and metric labels, that were computed by other plugin code than `set_identities` names."""
-        stale = []
+        stale: dict[tuple[str, str, str], dict[str, str] | None] = {}
         for key in cells:
             for sampler, metric, recorded in self.db.execute(
                     "SELECT DISTINCT sampler, metric, plugins FROM evals WHERE cell=? ORDER BY 1, 2", (key,)).fetchall():
-                current = self.eval_identity(sampler, metric)
-                if current is not None and recorded != current:
-                    stale.append((key, sampler, metric, json.loads(recorded) if recorded else None))
-        return stale
+                if self.eval_stale(sampler, metric, recorded):
+                    stale.setdefault((key, sampler, metric), json.loads(recorded) if recorded else None)
+        return [(*where, recorded) for where, recorded in stale.items()]
 
     def forget(self, cells: dict[str, dict[str, str]], evals: list[tuple[str, str, str]]) -> None:
         """Delete stale results in one transaction: each cell (key -> its new identity) starts again from

@@ -148,7 +148,7 @@ def merge_cell_store(store: Store, path: Path, key: str, current_only: bool = Fa
     if current_only:
         with _attached(store, path):
             rows = store.db.execute("SELECT DISTINCT sampler, metric, plugins FROM cell.evals WHERE cell=?", (key,)).fetchall()
-        stale = [(s, m) for s, m, plugins in rows if (now := store.eval_identity(s, m)) is not None and plugins != now]
+        stale = [(s, m) for s, m, plugins in rows if store.eval_stale(s, m, plugins)]
     _copy(store, path, key, "cell", "main", TABLES, replace=True, exclude=stale)
     _remove(path)
 

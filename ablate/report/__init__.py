@@ -7,9 +7,12 @@ figures, and `index` keeps the sidecars from which the reports index and the cro
 
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 from ablate.errors import AblateError
+from ablate.plugins import Registry, load_registry
 from ablate.report import data as report_data
 from ablate.report import index, plots, text
 from ablate.store import Store
@@ -38,23 +41,37 @@ def write_reports(paths: list[str], runs_dir: str | Path = "runs", out_dir: str 
         raise AblateError(f"no results store at {db}; run `ablate run STUDY` first (or pass --runs-dir)")
     store = Store(db)
     written: list[Path] = []
+    registry = _installed_plugins()
     try:
         for name in study_names(paths, store):
             profiles = store.profiles(name)
             if not profiles:
                 raise AblateError(f"no runs of study {name!r} in {db}")
             placed = index.folders(name, profiles, index.read(out_dir))
+            changed: dict[str, None] = {}  # the plugins changed since, over the study's profiles
             for profile in sorted(profiles, key=index.profile_order):
                 folder = placed[profile]
-                data = report_data.load(store, name, profile, runs_dir)
+                data = report_data.load(store, name, profile, runs_dir, registry)
                 path, conclusion = write_report(data, out_dir / folder, index.links(folder, placed))
                 index.write(out_dir, index.Entry(name, profile, data.hardware_label, conclusion, f"{folder}/README.md"))
                 written.append(path)
+                changed |= dict.fromkeys(data.changed)
+            if changed:  # one line per study; its reports say which results and what the code is now
+                print(f"warning: study {name}: some reported results were computed by plugin code that has changed "
+                      f"since ({', '.join(changed)}); `ablate run STUDY --recompute-stale` recomputes them", file=sys.stderr)
     finally:
         store.close()
     out_dir.mkdir(parents=True, exist_ok=True)
     written.append(index.write_index(out_dir))
     return written
+
+
+def _installed_plugins() -> Registry:
+    """The plugins as installed now, to compare the reported results' plugin code with. Their load
+    problems are `ablate run`'s and `ablate plugins`' to report, not the report's."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_registry()
 
 
 def write_report(data: report_data.ReportData, folder: Path, others: list[tuple[str, str]]) -> tuple[Path, str]:

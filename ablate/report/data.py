@@ -11,12 +11,16 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ablate.identity import outdated
 from ablate.stats import Summary, clipped_bootstrap, mean_ci
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
+
+if TYPE_CHECKING:
+    from ablate.plugins import Registry
 
 ALPHA = 0.05
 NOT_DECLARED = {"direction": "none", "role": "headline", "nonnegative": False, "description": ""}
@@ -45,6 +49,7 @@ class ReportData:
     runs_dir: Path
     settings: dict[str, Any] = field(default_factory=dict)  # the run's recorded settings
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve and raw-weight rows (Store.results)
+    changed: dict[str, str] = field(default_factory=dict)  # 'kind/name' -> current identity: code changed since
 
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
@@ -160,7 +165,8 @@ def split_axis(arm: str) -> tuple[str, tuple[str, float] | None]:
     return " + ".join(p for j, p in enumerate(parts) if j != i), (name, value)
 
 
-def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:
+def load(store: Store, study: str, profile: str, runs_dir: Path, registry: Registry | None = None) -> ReportData:
+    """registry: the plugins as installed now, to tell reported results whose plugin code has changed since."""
     run_id = store.latest_run(study, profile)
     cells = store.run_cells(run_id)
     losses = store.losses(cells.cell.tolist())
@@ -173,7 +179,20 @@ def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:
     return ReportData(study=study, profile=profile, run=run, cells=cells, results=results,
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
-                      settings=settings, extra=extra.reset_index(drop=True))
+                      settings=settings, extra=extra.reset_index(drop=True),
+                      changed={} if registry is None else outdated(_recorded(store, cells, pd.concat([results, extra])),
+                                                                   registry, json.loads(run.plugins or "{}")))
+
+
+def _recorded(store: Store, cells: pd.DataFrame, results: pd.DataFrame) -> list[dict[str, str]]:
+    """The plugin identities recorded by the reported cells (the run's and its companions') and evaluations."""
+    keys = sorted({*cells.cell, *results.cell})
+    evals = set(zip(results.cell, results.sampler, results.metric, strict=True))
+    marks = ",".join("?" * len(keys))
+    found = set(store.frame(f"SELECT DISTINCT plugins FROM cells WHERE key IN ({marks})", tuple(keys)).plugins)
+    rows = store.frame(f"SELECT DISTINCT cell, sampler, metric, plugins FROM evals WHERE cell IN ({marks})", tuple(keys))
+    found |= {p for c, s, m, p in rows.itertuples(index=False) if (c, s, m) in evals}
+    return [json.loads(p) for p in sorted(found - {None})]
 
 
 def _companions(store: Store, settings: dict[str, Any], profile: str) -> list[pd.DataFrame]:

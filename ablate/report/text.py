@@ -146,6 +146,11 @@ def _setup(data: ReportData) -> list[str]:
              f"- Samplers: {', '.join(f'`{s}`' for s in data.samplers)}.", ""]
     if cells.num_params.notna().any():
         lines.insert(-1, f"- Model size: {int(cells.num_params.dropna().iloc[0]):,} parameters.")
+    if data.changed:
+        lines.insert(-1, "- **Changed plugin code:** some results here were computed by code of " +
+                     ", ".join(f"`{k}`" for k in data.changed) + " that has changed since (now: " +
+                     "; ".join(f"`{k}` {v}" for k, v in data.changed.items()) +
+                     "); rerun the study with `ablate run --recompute-stale` to recompute them.")
     lines += ["Settings shared by every cell:", "", "| section | plugin / values |", "|---|---|"]
     lines += [f"| {section} | `{json.dumps(value, sort_keys=True)}` |" for section, value in common.items()]
     plugins = json.loads(run.plugins or "{}")
