@@ -45,6 +45,7 @@ class ReportData:
     runs_dir: Path
     settings: dict[str, Any] = field(default_factory=dict)  # the run's recorded settings
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve and raw-weight rows (Store.results)
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # units that failed (Store.run_failures)
 
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
@@ -173,7 +174,7 @@ def load(store: Store, study: str, profile: str, runs_dir: Path) -> ReportData:
     return ReportData(study=study, profile=profile, run=run, cells=cells, results=results,
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
-                      settings=settings, extra=extra.reset_index(drop=True))
+                      settings=settings, extra=extra.reset_index(drop=True), failures=store.run_failures(run_id))
 
 
 def _companions(store: Store, settings: dict[str, Any], profile: str) -> list[pd.DataFrame]:
