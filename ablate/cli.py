@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
                           recompute_stale=args.recompute_stale)
-    return 0 if frame is not None else 1
+    return 1 if frame.attrs.get("failures") else 0  # a plugin failed: its units are listed above, the rest stored
 
 
 def cmd_report(args: argparse.Namespace) -> int:

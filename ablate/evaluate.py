@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 from ablate.cell import Parts, pick_device
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
-from ablate.interfaces import Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
+from ablate.faults import Units, isolated
+from ablate.interfaces import KINDS, Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
 
@@ -83,12 +84,12 @@ def draw_samples(sampler: Sampler, denoiser: Denoiser, diffusion: Diffusion, spe
                disable=None if progress else True, leave=False)
     counter = CountingDenoiser(denoiser, bar)
     chunks, t0 = [], time.time()
-    for b, start in enumerate(batches):
-        gen = torch.Generator(device).manual_seed(_seed(seed, "sampling", b) % 2**63)
-        x = torch.randn((min(batch_size, n - start), *spec.shape), generator=gen, device=device)
-        with torch.inference_mode():  # no autograd bookkeeping on any of the T steps
-            chunks.append(sampler.sample(counter, diffusion, x, diffusion.T - 1, gen).float().cpu())
-    bar.close()
+    with bar:  # closed too when the sampler raises
+        for b, start in enumerate(batches):
+            gen = torch.Generator(device).manual_seed(_seed(seed, "sampling", b) % 2**63)
+            x = torch.randn((min(batch_size, n - start), *spec.shape), generator=gen, device=device)
+            with torch.inference_mode():  # no autograd bookkeeping on any of the T steps
+                chunks.append(sampler.sample(counter, diffusion, x, diffusion.T - 1, gen).float().cpu())
     return as_saved(torch.cat(chunks), spec), counter.calls // len(batches), time.time() - t0
 
 
@@ -96,6 +97,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
                   run_dir: Path, store: Store, cache_dir: Path, progress: bool = True, step: int = FINAL,
                   weights: str = "ema") -> list[str]:
     """Run the missing sampler x metric pairs of a cell's weights; returns one short summary per new result.
+    Each pair is a unit (ablate.faults): a plugin that raises or returns a bad result fails only its own.
 
     step/weights: which weights these are (the final EMA ones by default); at an intermediate step
     only the cheap metrics run, and the real-data floor and sample grids belong to the final weights."""
@@ -113,7 +115,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     n = max([m.params.num_samples for _, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
     if step != FINAL:
         metrics = [(name, m) for name, m in metrics if m.cheap]
-    summary: list[str] = []
+    units = Units(store, key, registry, [(k.name, config[k.section]["name"]) for k in KINDS.values() if k.cell], step, weights)
 
     def done(sampler: str, name: str) -> bool:
         return store.eval_done(key, sampler, name, step, weights)
@@ -129,24 +131,15 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         split = "train" if metric.compares_with == "train" else study.eval.reference
         return saved[split], saved["test" if split == "train" else "train"]
 
-    def record(sampler: str, name: str, values: dict[str, float], count: int, nfe: int | None, seconds: float) -> None:
-        store.add_metric(key, sampler, name, values, count, nfe, seconds, step, weights)
-        main = next(iter(values.items()))
-        where = "" if final else f" [{weights} step {step}]"
-        summary.append(f"{sampler if sampler != NO_SAMPLER else name} {main[0]}={main[1]:.4g}{where}")
-
     for name, metric in metrics:  # model diagnostics: no sampler involved
         if not metric.needs_samples and not done(NO_SAMPLER, name):
-            t0 = time.time()
-            record(NO_SAMPLER, name, metric.evaluate(None, data.test, context(name)), metric.params.num_samples, None,
-                   time.time() - t0)
+            units.score(NO_SAMPLER, name, metric, (None, data.test, context(name)), metric.params.num_samples, None)
 
     for name, metric in metrics:  # the floor: real images in place of samples, at the same count
         if final and metric.needs_samples and not done(REAL_DATA, name):
             real, other = real_for(metric)
-            t0 = time.time()
             floor = other[: metric.params.num_samples]
-            record(REAL_DATA, name, metric.evaluate(floor, real, context(name)), floor.shape[0], 0, time.time() - t0)
+            units.score(REAL_DATA, name, metric, (floor, real, context(name)), floor.shape[0], 0)
 
     for spec in study.samplers:
         s_label = registry.label("sampler", spec)
@@ -155,14 +148,19 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         want_grid = final and study.eval.grid_samples > 0 and not grid_file.exists()
         if not todo and not want_grid:
             continue
-        sampler = registry.from_table("sampler", spec)
-        samples, nfe, seconds = draw_samples(sampler, denoiser, diffusion, data.spec, n, study.eval.batch_size,
-                                             config["seed"], device, f"  sample {s_label}", progress)
+        try:  # a sampler that fails fails each of its evaluations, with one reason
+            samples, nfe, seconds = draw_samples(registry.from_table("sampler", spec), denoiser, diffusion, data.spec, n,
+                                                 study.eval.batch_size, config["seed"], device, f"  sample {s_label}", progress)
+        except Exception as exc:
+            if not isolated(exc):
+                raise
+            units.fail([(s_label, name) for name, _ in todo], exc, ("sampler", spec["name"]), f"the sample grid of {s_label}")
+            continue
         if want_grid:
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)
         for m_label, metric in todo:
             k = metric.params.num_samples
             real, _ = real_for(metric)
-            record(s_label, m_label, metric.evaluate(samples[:k], real, context(s_label)), k, nfe, seconds * k / n)
-            summary[-1] += f" ({nfe} NFE)"
-    return summary
+            if units.score(s_label, m_label, metric, (samples[:k], real, context(s_label)), k, nfe, seconds * k / n):
+                units.summary[-1] += f" ({nfe} NFE)"
+    return units.summary

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import errno
 import fcntl
 import json
 import os
@@ -32,16 +31,13 @@ from torch import nn
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
+from ablate.faults import blame, failure_lines, isolated, storage_failure
 from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
-from ablate.store import NO_SAMPLER, REAL_DATA, Store
+from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
-from ablate.train import load_checkpoint, train_cell
+from ablate.train import load_checkpoint, save_atomic, train_cell
 from ablate.worker import run_remote
-
-WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
-STORE_FAILURES = ("disk is full", "readonly", "unable to open", "disk i/o error", "locked")
-TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "unexpected pos", "file write failed")
 
 
 @contextmanager
@@ -51,17 +47,13 @@ def storage_errors(runs_dir: Path):
     hint = "what was stored before is kept; fix this and rerun the same command to resume"
     try:
         yield
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
+    except (OSError, sqlite3.OperationalError, RuntimeError) as exc:
+        if not storage_failure(exc):
             raise
-        raise AblateError(f"cannot write {exc.filename or runs_dir}: {exc.strerror}; {hint}") from None
-    except sqlite3.OperationalError as exc:
-        if not any(s in str(exc).lower() for s in STORE_FAILURES):
-            raise
-        raise AblateError(f"cannot write the results store {runs_dir / 'ablate.db'}: {exc}; {hint}") from None
-    except RuntimeError as exc:  # torch.save writes through its own C++ writer, which loses the errno
-        if not any(s in str(exc) for s in TORCH_WRITE_FAILURES):
-            raise
+        if isinstance(exc, OSError):
+            raise AblateError(f"cannot write {exc.filename or runs_dir}: {exc.strerror}; {hint}") from None
+        if isinstance(exc, sqlite3.OperationalError):
+            raise AblateError(f"cannot write the results store {runs_dir / 'ablate.db'}: {exc}; {hint}") from None
         raise AblateError(f"cannot write a checkpoint under {runs_dir} (disk full?): {str(exc).splitlines()[0]}; {hint}") from None
 
 
@@ -152,7 +144,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
               extra_plugins: tuple[str, ...] | list[str] = (), recompute_stale: bool = False) -> pd.DataFrame:
     """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
 
-    recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them)."""
+    recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them).
+    A plugin that fails costs only its own units of work (ablate.faults): they are listed, as dicts (arm, seed,
+    cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"]."""
     study = load_study(path, profile, overrides, extra_plugins)
     if executor is not None and executor != study.executor["name"]:  # the same name keeps the study's table
         study.executor = {"name": executor}
@@ -195,12 +189,15 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             frame = store.results(study.name, run_id=run_id)
             failed = store.frame("SELECT rc.arm, rc.seed, c.reason FROM run_cells rc JOIN cells c ON c.key = rc.cell "
                                  "WHERE rc.run=? AND c.status='failed'", (run_id,))
+            frame.attrs["failures"] = store.run_failures(run_id).to_dict("records")
         finally:
             store.close()
     if progress:
         print_table(frame)
         for row in failed.itertuples():
             print(f"FAILED {row.arm} seed {row.seed}: {row.reason}")
+        for line in failure_lines(frame.attrs["failures"], str(runs_dir / "ablate.db")):
+            print(line)
         print(f"done in {time.time() - started:.1f}s; results in {runs_dir / 'ablate.db'}")
     return frame
 
@@ -238,12 +235,34 @@ def _changes(old: dict[str, str] | None, new: dict[str, str]) -> str:
 
 def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data],
               progress: bool, prefix: str) -> str:
+    """Train and evaluate one cell; returns its summary line. The cell's own work is a unit (ablate.faults):
+    an exception from a plugin fails the cell, recorded with the plugin, and the study goes on; a rerun
+    retries it (a NaN loss, which would come back the same, fails it for good)."""
     name = f"{prefix} {cell.arm} seed {cell.seed} ({cell.key})"
     state = store.cell(cell.key) or {}
     if state.get("status") == "failed":
         return f"{name}: failed earlier ({state.get('reason')}); not retried"
     if state.get("status") == "done" and _all_evaluated(study, cell, store):
         return f"{name}: already done"
+    try:
+        line = _train_and_evaluate(study, cell, store, runs_dir, datasets, progress, name, state)
+    except TrainingDiverged as exc:
+        store.update_cell(cell.key, status="failed", reason=str(exc))
+        return f"{name}: FAILED ({exc})"
+    except Exception as exc:
+        if not isolated(exc):
+            raise
+        suspects = [(k.name, cell.config[k.section]["name"]) for k in KINDS.values() if k.cell]
+        suspects += [(kind, t["name"]) for kind, tables in (("sampler", study.samplers), ("metric", study.metrics)) for t in tables]
+        failure = blame(exc, study.registry, suspects)
+        store.add_failure(cell.key, CELL, CELL, failure)
+        return f"{name}: FAILED ({failure})"
+    store.clear_failure(cell.key)
+    return line
+
+
+def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data],
+                        progress: bool, name: str, state: dict[str, Any]) -> str:
     run_dir = runs_dir / cell.key
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cell.config, indent=2, sort_keys=True))
@@ -256,22 +275,34 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     steps_before = state.get("step", 0)
     if progress:
         print(f"{name}: training", file=sys.stderr)
-    try:
-        at_steps = tuple(s for s in study.eval.at_steps if 0 < s < cell.config["train"]["steps"])
+    at_steps = tuple(s for s in study.eval.at_steps if 0 < s < cell.config["train"]["steps"])
+    # failed learning-curve evaluations of steps training will not pass again: retried from their kept weights
+    retry = sorted({step for _, _, step, _ in _failures(study, cell, store) if step != FINAL and step < steps_before})
 
-        def learning_curve(step: int, ema: nn.Module) -> None:
-            evaluate_cell(cell.key, cell.config, study, parts, data, ema, run_dir, store, runs_dir / "cache", False, step)
+    def learning_curve(step: int, ema: nn.Module) -> list[str]:
+        """Evaluate an intermediate step's weights; while an evaluation of them fails they are kept beside the
+        checkpoint (which moves on), so that a rerun can retry it."""
+        out = evaluate_cell(cell.key, cell.config, study, parts, data, ema, run_dir, store, runs_dir / "cache", False, step)
+        kept = run_dir / f"ema-step{step}.pt"
+        if any(s == step for _, _, s, _ in _failures(study, cell, store)):
+            if not kept.exists():
+                save_atomic({"ema": ema.state_dict()}, kept)
+        else:
+            kept.unlink(missing_ok=True)
+        return out
 
-        module = train_cell(cell.key, cell.config, parts, data, run_dir, store, progress, at_steps, learning_curve)
-    except TrainingDiverged as exc:
-        store.update_cell(cell.key, status="failed", reason=str(exc))
-        return f"{name}: FAILED ({exc})"
+    module = train_cell(cell.key, cell.config, parts, data, run_dir, store, progress, at_steps, learning_curve)
     store.update_cell(cell.key, status="trained", num_params=sum(p.numel() for p in module.parameters()))
     train_s = time.time() - t0
-    results = evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
-                            runs_dir / "cache", progress)
-    ckpt = load_checkpoint(run_dir / "checkpoint.pt", pick_device(cell.config["train"]["device"])) \
-        if study.eval.raw_weights and parts.model.trainable else None
+    device, results = pick_device(cell.config["train"]["device"]), []
+    for step in retry:
+        if (kept := run_dir / f"ema-step{step}.pt").exists():
+            weights = copy.deepcopy(module)
+            weights.load_state_dict(torch.load(kept, map_location=device, weights_only=True)["ema"])
+            results += learning_curve(step, weights.eval())
+    results += evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
+                             runs_dir / "cache", progress)
+    ckpt = load_checkpoint(run_dir / "checkpoint.pt", device) if study.eval.raw_weights and parts.model.trainable else None
     if ckpt is not None:  # the live (non-EMA) weights of the last step, saved beside the EMA ones
         raw = copy.deepcopy(module)
         raw.load_state_dict(ckpt["model"])
@@ -285,7 +316,16 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     return f"{name}: {trained}{loss}; " + ("; ".join(results) or "nothing new to evaluate")
 
 
+def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, int, str]]:
+    """The cell's failed units (sampler, metric, step, weights) of this study: a shared cell may hold other studies'."""
+    labels = evaluated_labels(study)
+    samplers, metrics = {*labels["samplers"], NO_SAMPLER, REAL_DATA, CELL}, {*labels["metrics"], CELL}
+    return [unit for unit in store.failures(cell.key) if unit[0] in samplers and unit[1] in metrics]
+
+
 def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
+    if _failures(study, cell, store):
+        return False
     labels = evaluated_labels(study)
     weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)
     for m, m_label in zip(study.metrics, labels["metrics"], strict=True):

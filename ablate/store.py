@@ -12,6 +12,9 @@ Every cell and every evaluation also records the code identity of the plugins it
 (`plugins`: JSON {"kind/name": identity}), so a rerun can tell results computed by code that
 has since changed (`stale_cells`, `stale_evals`: per result, by the plugins that result names, see
 ablate.identity) and recompute them (`forget`). Every change is one SQLite transaction.
+
+A unit of work that failed (ablate.faults: an evaluation, or a cell's own work) has a row in
+`failures`, keyed like `evals`, until it succeeds: storing the unit's metric deletes it.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from ablate.identity import changes
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ablate.faults import Failure
+
 SCHEMA_VERSION = 2
 FINAL = -1  # the `step` of an evaluation of the final weights
 NO_SAMPLER = "-"  # the sampler of a model diagnostic (no samples drawn)
 REAL_DATA = "real data (held-out)"  # the sampler of the floor: real images scored like samples
+CELL = "(cell)"  # the sampler and metric of a cell's own failure (loading its data, building its plugins, training)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +64,11 @@ CREATE TABLE IF NOT EXISTS metrics (
     cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, key TEXT NOT NULL, step INTEGER NOT NULL,
     weights TEXT NOT NULL, value REAL, num_samples INTEGER, nfe INTEGER, seconds REAL,
     PRIMARY KEY (cell, sampler, metric, key, step, weights)
+);
+CREATE TABLE IF NOT EXISTS failures (
+    cell TEXT NOT NULL, sampler TEXT NOT NULL, metric TEXT NOT NULL, step INTEGER NOT NULL, weights TEXT NOT NULL,
+    plugin TEXT NOT NULL, origin TEXT NOT NULL, error TEXT NOT NULL, traceback TEXT, finished REAL,
+    PRIMARY KEY (cell, sampler, metric, step, weights)
 );
 """
 
@@ -209,6 +220,38 @@ class Store:
             )
             self.db.execute("INSERT OR REPLACE INTO evals VALUES (?,?,?,?,?,?,?,?)",
                             (key, sampler, metric, step, weights, seconds, time.time(), self.eval_identity(sampler, metric)))
+            self.db.execute("DELETE FROM failures WHERE cell=? AND sampler=? AND metric=? AND step=? AND weights=?",
+                            (key, sampler, metric, step, weights))
+
+    # failures (ablate.faults): a unit that failed has a row here until it succeeds
+    def add_failure(self, key: str, sampler: str, metric: str, failure: Failure, step: int = FINAL,
+                    weights: str = "ema") -> None:
+        self.db.execute("INSERT OR REPLACE INTO failures VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (key, sampler, metric, step, weights, failure.plugin, failure.origin, failure.error,
+                         failure.traceback, time.time()))
+
+    def clear_failure(self, key: str, sampler: str = CELL, metric: str = CELL, step: int = FINAL, weights: str = "ema") -> None:
+        self.db.execute("DELETE FROM failures WHERE cell=? AND sampler=? AND metric=? AND step=? AND weights=?",
+                        (key, sampler, metric, step, weights))
+
+    def failures(self, key: str) -> list[tuple[str, str, int, str]]:
+        """The failed units (sampler, metric, step, weights) of a cell."""
+        return [tuple(r) for r in self.db.execute("SELECT sampler, metric, step, weights FROM failures WHERE cell=? "
+                                                  "ORDER BY step, weights, sampler, metric", (key,))]
+
+    def run_failures(self, run_id: int) -> pd.DataFrame:
+        """The failed units of a run's cells, of its own samplers and metrics: arm, seed, cell, sampler, metric,
+        step, weights, plugin, origin, error, in the order the cells ran."""
+        frame = self.frame("SELECT rc.arm, rc.seed, f.cell, f.sampler, f.metric, f.step, f.weights, f.plugin, f.origin, "
+                           "f.error FROM run_cells rc JOIN failures f ON f.cell = rc.cell WHERE rc.run=? "
+                           "ORDER BY rc.rowid, f.finished", (run_id,))
+        return self._of_study(frame, run_id, samplers=(NO_SAMPLER, REAL_DATA, CELL), metrics=(CELL,))
+
+    def _settle_failures(self) -> None:
+        """Drop the failure of every evaluation that is stored (merged from another store)."""
+        self.db.execute("DELETE FROM failures WHERE EXISTS (SELECT 1 FROM evals e WHERE e.cell = failures.cell AND "
+                        "e.sampler = failures.sampler AND e.metric = failures.metric AND e.step = failures.step AND "
+                        "e.weights = failures.weights)")
 
     def merge_from(self, other: str | Path) -> int:
         """Copy another store's runs and results into this one (e.g. a GPU machine's runs/ablate.db).
@@ -225,9 +268,11 @@ class Store:
                     new_id = self.db.execute(f"INSERT INTO runs ({cols}) VALUES (?,?,?,?,?,?,?,?)", row[1:]).lastrowid
                     self.db.execute("INSERT INTO run_cells SELECT ?, cell, arm, seed FROM other.run_cells WHERE run=?", (new_id, row[0]))
                     added += 1
-                for table in ("cells", "losses", "evals", "metrics"):  # by name: the other store may lack a column
+                for table in ("cells", "losses", "evals", "metrics", "failures"):  # by name: the other store may lack a column
                     cols = ", ".join(c for c in self._columns(table) if c in self._columns(table, "other"))
-                    self.db.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM other.{table}")
+                    if cols:  # (or the whole table)
+                        self.db.execute(f"INSERT OR IGNORE INTO {table} ({cols}) SELECT {cols} FROM other.{table}")
+                self._settle_failures()
             return added
         finally:
             self.db.execute("DETACH DATABASE other")
@@ -292,8 +337,13 @@ class Store:
             "m.nfe, m.seconds, m.step, m.weights FROM run_cells rc JOIN runs r ON r.id = rc.run "
             "JOIN metrics m ON m.cell = rc.cell WHERE rc.run=?" + (" AND m.step = -1 AND m.weights = 'ema'" if final_only else "")
             + " ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key, m.step", (run_id if run_id is not None else -1,))
+        return self._of_study(frame, run_id)
+
+    def _of_study(self, frame: pd.DataFrame, run_id: int | None, samplers: tuple[str, ...] = (NO_SAMPLER, REAL_DATA),
+                  metrics: tuple[str, ...] = ()) -> pd.DataFrame:
+        """Only the rows of the run's own samplers and metrics (and of the labels given), not those of studies sharing a cell."""
         row = self.db.execute("SELECT settings FROM runs WHERE id=?", (run_id,)).fetchone()
         settings = json.loads(row[0] or "{}") if row else {}
-        if "samplers" in settings:  # only this study's samplers and metrics, not those of studies sharing a cell
-            frame = frame[frame.sampler.isin([*settings["samplers"], NO_SAMPLER, REAL_DATA]) & frame.metric.isin(settings["metrics"])]
+        if "samplers" in settings:
+            frame = frame[frame.sampler.isin([*settings["samplers"], *samplers]) & frame.metric.isin([*settings["metrics"], *metrics])]
         return frame.reset_index(drop=True)

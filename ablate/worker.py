@@ -20,7 +20,7 @@ from ablate.errors import StudyNote
 from ablate.store import Store
 
 CELL_STORE = "cell.db"
-TABLES = ("cells", "losses", "evals", "metrics")
+TABLES = ("cells", "losses", "evals", "metrics", "failures")
 
 
 @dataclass(frozen=True)
@@ -160,13 +160,17 @@ def _copy(store: Store, path: Path, key: str, src: str, dst: str, tables: tuple[
     verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
     with _attached(store, path), store.db:
         store.db.execute("BEGIN")
-        for table in tables:  # by column name: either store may be older and lack a column
+        for table in tables:  # by column name: either store may be older and lack a column (or the table)
             cols = ", ".join(c for c in store._columns(table, src) if c in store._columns(table, dst))
+            if not cols:
+                continue
             where, params = ("key=?" if table == "cells" else "cell=?"), [key]
-            if table in ("evals", "metrics"):
+            if table in ("evals", "metrics", "failures"):
                 for pair in exclude:
                     where += " AND NOT (sampler=? AND metric=?)"
                     params += pair
+            if table == "failures" and replace:  # the cell store, seeded with these rows, knows which still fail
+                store.db.execute(f"DELETE FROM {dst}.failures WHERE {where}", params)
             store.db.execute(f"{verb} INTO {dst}.{table} ({cols}) SELECT {cols} FROM {src}.{table} WHERE {where}", params)
 
 

@@ -69,3 +69,13 @@ def test_off_mode_samples_never_score_best(setup, fraction, seed):
     assert b["max_weight_error"] < a["max_weight_error"]  # the trap: exact shares look better on this key
     assert b["off_mode_fraction"] == pytest.approx(fraction, abs=0.01)
     assert b["nll"] > a["nll"]
+
+
+def test_a_spread_no_mode_can_measure_is_left_out_not_nan(setup):
+    """Two points per mode are too few for a spread: std_ratio is left out (a NaN would fail the whole
+    evaluation, ablate.faults), and the rest is still scored."""
+    score, _ = setup
+    out = score(np.repeat(MEANS, 2, axis=0))
+    assert "std_ratio" not in out and out["modes_covered"] == 1.0 and out["max_weight_error"] == pytest.approx(0.0, abs=1e-12)
+    assert all(math.isfinite(v) for v in out.values())
+    assert "std_ratio" in score(np.repeat(MEANS, 3, axis=0))

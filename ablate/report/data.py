@@ -50,6 +50,7 @@ class ReportData:
     settings: dict[str, Any] = field(default_factory=dict)  # the run's recorded settings
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve and raw-weight rows (Store.results)
     changed: dict[str, str] = field(default_factory=dict)  # 'kind/name' -> current identity: code changed since
+    failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # units that failed (Store.run_failures)
 
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
@@ -179,7 +180,7 @@ def load(store: Store, study: str, profile: str, runs_dir: Path, registry: Regis
     return ReportData(study=study, profile=profile, run=run, cells=cells, results=results,
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
-                      settings=settings, extra=extra.reset_index(drop=True),
+                      settings=settings, extra=extra.reset_index(drop=True), failures=store.run_failures(run_id),
                       changed={} if registry is None else outdated(_recorded(store, cells, pd.concat([results, extra])),
                                                                    registry, json.loads(run.plugins or "{}")))
 

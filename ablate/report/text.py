@@ -10,7 +10,7 @@ from pathlib import Path
 from ablate import contrasts
 from ablate.contrasts import fmt
 from ablate.report.data import ALPHA, Plot, ReportData, split_axis
-from ablate.store import NO_SAMPLER, REAL_DATA
+from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
 
 
 def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -> tuple[str, str]:
@@ -43,11 +43,28 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     failed = data.cells[data.cells.status == "failed"]
     if len(failed):
         lines += ["### Failed cells", ""] + [f"- {r.arm}, seed {r.seed}: {r.reason}" for r in failed.itertuples()] + [""]
+    lines += _failures(data)
     if plots:
         lines += ["## Plots", ""]
         for plot in plots:
             lines += [f"### {plot.title}", "", f"![{plot.title}]({plot.file})", ""]
     return "\n".join(lines).rstrip() + "\n", conclusion
+
+
+def _failures(data: ReportData) -> list[str]:
+    """Units a plugin failed (ablate.faults): listed, never left as silent gaps in the tables above."""
+    if data.failures.empty:
+        return []
+    lines = ["### Failed evaluations", "", "A plugin raised or returned something other than finite numbers, so these "
+             "results are missing from the tables above; a rerun of the same command retries them.", "",
+             "| arm | seed | sampler | metric | plugin | error |", "|---|---|---|---|---|---|"]
+    for r in data.failures.itertuples():
+        sampler, metric = ("–", "(the cell: data, plugins, training)") if r.sampler == CELL else (r.sampler, r.metric)
+        if r.step != FINAL or r.weights != "ema":
+            metric += f" ({r.weights} weights" + (f", step {r.step})" if r.step != FINAL else ")")
+        plugin = f"{r.plugin} ({r.origin})" if r.plugin else "unknown"
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in (r.arm, r.seed, sampler, metric, plugin, r.error)) + " |")
+    return lines + [""]
 
 
 def _outcomes(data: ReportData) -> list[contrasts.Outcome]:
