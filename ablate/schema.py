@@ -33,6 +33,8 @@ class TrainConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-4, gt=0, description="AdamW learning rate after warmup")
     warmup: int = Field(100, ge=0, description="linear warmup steps")
+    lr_decay: Literal["none", "cosine"] = Field("none", description="after warmup: constant ('none') or a cosine "
+                                                "decay to 0 at the last step")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     ema: float = Field(0.999, ge=0, lt=1, description="EMA decay of the evaluated weights")

@@ -38,6 +38,7 @@ from ablate.studyfile import read_toml
 __all__ = ["BOOKKEEPING", "Cell", "EvalConfig", "Study", "TrainConfig", "load_study"]  # what importers use
 
 BOOKKEEPING = ("checkpoint_every", "log_every")  # train settings outside the cell key
+NEUTRAL_TRAIN = {"lr_decay": "none"}  # settings added later: at this value they leave the cell key as it was
 
 
 @dataclass
@@ -52,7 +53,8 @@ class Cell:
     def key(self) -> str:
         """The hash of the config without its bookkeeping: settings that cannot change the numbers
         (how often to checkpoint or log) reuse the cell instead of training the same model again."""
-        train = {k: v for k, v in self.config["train"].items() if k not in BOOKKEEPING}
+        train = {k: v for k, v in self.config["train"].items()
+                 if k not in BOOKKEEPING and not (k in NEUTRAL_TRAIN and v == NEUTRAL_TRAIN[k])}
         return config_hash({**self.config, "train": train})
 
 

@@ -60,6 +60,16 @@ def ema_decay(ema: float, step: int) -> float:
     return min(ema, (1 + step) / (10 + step))
 
 
+def learning_rate(tc: dict[str, Any], step: int) -> float:
+    """Linear warmup, then constant or a cosine decay to 0 at the last step (a fixed budget converges
+    further when the step size shrinks at its end)."""
+    warm = min(1.0, (step + 1) / tc["warmup"]) if tc["warmup"] else 1.0
+    if tc.get("lr_decay", "none") == "cosine" and step >= tc["warmup"]:
+        done = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
+        return tc["lr"] * 0.5 * (1 + math.cos(math.pi * done))
+    return tc["lr"] * warm
+
+
 @torch.no_grad()
 def trivial_loss(parts: Parts, diffusion, x_data: torch.Tensor, weights: torch.Tensor, seed: int, n: int = 8192) -> float:
     """The training loss of a network that outputs 0 (for epsilon: 1.0): a cell whose final loss is not
@@ -123,7 +133,7 @@ def train_cell(key: str, config: dict[str, Any], parts: Parts, data: Data, run_d
     log_lines = progress and bar.disable
     module.train()
     while step < tc["steps"]:
-        lr = tc["lr"] * min(1.0, (step + 1) / tc["warmup"]) if tc["warmup"] else tc["lr"]
+        lr = learning_rate(tc, step)
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.randint(x_data.shape[0], (tc["batch_size"],), generator=gen, device=device)
