@@ -41,6 +41,12 @@ def plugin_kind(name: str) -> str:
     return name
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {text!r}")
+    return int(text)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ablate.plugins import load_registry
 
@@ -69,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
-                          recompute_stale=args.recompute_stale)
+                          recompute_stale=args.recompute_stale, threads=args.threads)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return 0 if frame is not None else 1
@@ -124,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", help="executor plugin (default: local)")
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
     run.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="torch threads per process (default: OMP_NUM_THREADS if set, else this run's share of the "
+                     "cores among the live `ablate run`s of this user, taken again before each cell)")
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
     run.set_defaults(func=cmd_run)
