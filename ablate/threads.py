@@ -19,7 +19,6 @@ An explicit choice wins: `ablate run --threads N`, else OMP_NUM_THREADS when set
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +41,8 @@ def share(cores: int, slots: int) -> int:
 
 def registry_dir() -> Path:
     """Where live runs leave their pid files: per user, so one user's runs never shrink another's."""
+    import tempfile  # here, not at the top: `ablate --help` imports this module and never needs it
+
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"ablate-{uid}" / "runs"
 
