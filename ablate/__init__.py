@@ -5,8 +5,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ablate.errors import AblateError, PluginError, StudyError
-from ablate.hookspecs import hookimpl
+from ablate.threads import passive_wait
+
+passive_wait()  # before anything imports torch: OpenMP reads its wait policy once, when torch loads
+
+from ablate.errors import AblateError, PluginError, StudyError  # noqa: E402
+from ablate.hookspecs import hookimpl  # noqa: E402
 
 # The torch-backed names load on first use, so that `ablate --help` and `--version` start without torch.
 _LAZY = {name: "ablate.interfaces" for name in (
@@ -26,11 +30,14 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 
-def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", progress=True):
-    """Train and evaluate every cell of a study; returns a pandas DataFrame of metric rows."""
+def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", progress=True, threads=None):
+    """Train and evaluate every cell of a study; returns a pandas DataFrame of metric rows.
+
+    threads: torch threads per process (default: this run's share of the cores, ablate.threads)."""
     from ablate.runner import run_study as _run_study
 
-    return _run_study(path, profile=profile, overrides=overrides, executor=executor, runs_dir=runs_dir, progress=progress)
+    return _run_study(path, profile=profile, overrides=overrides, executor=executor, runs_dir=runs_dir,
+                      progress=progress, threads=threads)
 
 
 __all__ = [

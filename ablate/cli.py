@@ -55,6 +55,12 @@ def warning_lines() -> Iterator[None]:
         yield
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {text!r}")
+    return int(text)
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     from ablate.plugins import load_registry
 
@@ -79,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     with warning_lines():
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
-                          recompute_stale=args.recompute_stale)
+                          recompute_stale=args.recompute_stale, threads=args.threads)
     return 1 if frame.attrs.get("failures") else 0  # a plugin failed: its units are listed above, the rest stored
 
 
@@ -132,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", help="executor plugin (default: local)")
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
     run.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="torch threads per process (default: OMP_NUM_THREADS if set, else this run's share of the "
+                     "cores among the live `ablate run`s of this user, taken again before each cell)")
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
     run.set_defaults(func=cmd_run)

@@ -36,6 +36,7 @@ from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
+from ablate.threads import run_threads
 from ablate.train import load_checkpoint, save_atomic, train_cell
 from ablate.worker import run_remote
 
@@ -141,19 +142,24 @@ def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
 
 def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str, ...] | list[str] = (),
               executor: str | None = None, runs_dir: str | Path = "runs", progress: bool = True,
-              extra_plugins: tuple[str, ...] | list[str] = (), recompute_stale: bool = False) -> pd.DataFrame:
+              extra_plugins: tuple[str, ...] | list[str] = (), recompute_stale: bool = False,
+              threads: int | None = None) -> pd.DataFrame:
     """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
 
     recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them).
     A plugin that fails costs only its own units of work (ablate.faults): they are listed, as dicts (arm, seed,
-    cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"]."""
+    cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"].
+
+    threads: torch threads per process (default: the executor's, else this run's share of the cores:
+    ablate.threads); the run's hardware records the count."""
     study = load_study(path, profile, overrides, extra_plugins)
     if executor is not None and executor != study.executor["name"]:  # the same name keeps the study's table
         study.executor = {"name": executor}
     executor_plugin = study.registry.from_table("executor", study.executor)
     runs_dir = Path(runs_dir)
     say = print if progress else (lambda *a, **k: None)
-    with runs_lock(runs_dir):
+    threads = threads or getattr(executor_plugin, "threads", None)
+    with runs_lock(runs_dir), run_threads(threads, getattr(executor_plugin, "processes", 1)) as retake:
         store = Store(runs_dir / "ablate.db")
         try:
             identities = {cell.key: cell_plugins(study, cell) for cell in study.cells}
@@ -174,13 +180,14 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
 
             def work(item: tuple[int, Cell]) -> str:
                 i, cell = item
+                retake()  # other runs may have started or ended since the last cell
                 return _run_cell(study, cell, store, runs_dir, datasets, progress, f"[{i}/{total}]")
 
             started = time.time()
             if getattr(executor_plugin, "remote", False):  # other processes: they send results back (ablate.worker)
                 lines = run_remote(executor_plugin.map, study, store, runs_dir, {
                     "study_path": str(Path(path).resolve()), "profile": profile, "overrides": tuple(overrides),
-                    "extra_plugins": tuple(str(Path(p).resolve()) for p in extra_plugins)}, executor_plugin.threads)
+                    "extra_plugins": tuple(str(Path(p).resolve()) for p in extra_plugins)}, threads)
             else:
                 lines = executor_plugin.map(work, enumerate(study.cells, 1))
             for line in lines:

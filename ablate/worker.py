@@ -36,7 +36,7 @@ class CellJob:
     prefix: str  # "[i/n]"
     name: str  # "[i/n] arm seed s (key)"
     cwd: str  # the driver's working directory: relative paths in the study mean the same in the worker
-    threads: int | None = None  # torch threads in the worker (None: leave torch's default)
+    threads: int | None = None  # torch threads in the worker (None: its share of the cores, ablate.threads)
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,9 @@ def run_job(job: CellJob) -> Done:
 
     from ablate import runner
     from ablate.study import load_study
+    from ablate.threads import choose
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
+    torch.set_num_threads(choose(job.threads))  # per job: other runs may have started or ended meanwhile
     if Path(job.cwd).is_dir():
         os.chdir(job.cwd)
     spec = (job.study_path, job.profile, job.overrides, job.extra_plugins)
@@ -191,7 +191,3 @@ def _remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
 
-
-def split_threads(workers: int) -> int:
-    """Torch threads per worker so that N workers together use the machine's cores once."""
-    return max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) // workers)

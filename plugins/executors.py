@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ablate import AblateError, Executor, hookimpl
-from ablate.worker import CellJob, Done, Failed, split_threads
+from ablate.worker import CellJob, Done, Failed
 
 
 class Local(Executor):
@@ -35,7 +35,7 @@ class Local(Executor):
     class Params(BaseModel):
         model_config = ConfigDict(extra="forbid")
         workers: int = Field(1, ge=1, description="processes running cells at once; 1 runs them in this process. "
-                             "Each gets cores // workers torch threads")
+                             "Each gets cores // (workers of every live run) torch threads")
         max_retries: int = Field(2, ge=0, description="times a cell whose worker process died or raised is run "
                                  "again before it is recorded as failed (workers > 1)")
 
@@ -45,8 +45,9 @@ class Local(Executor):
         return self.params.workers > 1
 
     @property
-    def threads(self) -> int:
-        return split_threads(self.params.workers)
+    def processes(self) -> int:
+        """Processes of this machine running cells: the thread policy (ablate.threads) counts each."""
+        return self.params.workers
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         if not self.remote:

@@ -99,6 +99,12 @@ def metric_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
     return _metric_by_group(data, key, groups)
 
 
+def _by_x(point: tuple) -> float:
+    """Points sort by their x alone (NFE, an axis value): two samplers at one NFE keep their order, and
+    the statistics after x, which do not compare, are never reached."""
+    return point[0]
+
+
 def _parse_label(label: str) -> tuple[str, dict[str, str]]:
     """'ddim(steps=10, eta=1.0)' -> ('ddim', {'steps': '10', 'eta': '1.0'}) (defaults are left out of labels)."""
     name, _, rest = label.partition("(")
@@ -146,7 +152,8 @@ def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) 
         stats = {g: data.interval(*g, key) for g in groups if g[0] == arm}
         log = _wants_log([v for st in stats.values() for v in (st.mean, st.high)])
         for i, family in enumerate(names):
-            pts = sorted((data.nfe(*g), st) for g, st in stats.items() if families[g[1]] == family and data.nfe(*g))
+            pts = sorted(((data.nfe(*g), st) for g, st in stats.items() if families[g[1]] == family and data.nfe(*g)),
+                         key=_by_x)
             if pts:
                 clipped |= _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], log, marker="os^D<>ph*X"[i % 10],
                                       color=f"C{i % 10}", label=family if ax is axes.flat[0] else None)
@@ -181,8 +188,8 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
     ax = fig.add_subplot()
     stats_all = []
     for i, rest in enumerate(dict.fromkeys(r for r, _ in parsed.values())):
-        pts = sorted((axis[1], data.interval(arm, sampler, key)) for arm, (r, axis) in parsed.items()
-                     if r == rest and data.values(arm, sampler, key))
+        pts = sorted(((axis[1], data.interval(arm, sampler, key)) for arm, (r, axis) in parsed.items()
+                      if r == rest and data.values(arm, sampler, key)), key=_by_x)
         if pts:
             stats_all += [p[1] for p in pts]
             _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], False, marker="o", color=f"C{i % 10}", label=rest)
@@ -238,7 +245,7 @@ def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) ->
     log = _wants_log([v for s in stats.values() for v in (s.mean, s.high)])
     clipped = False
     for arm in data.arms:
-        pts = sorted((data.nfe(*g), stats[g], g[1]) for g in groups if g[0] == arm and data.nfe(*g) is not None)
+        pts = sorted(((data.nfe(*g), stats[g], g[1]) for g in groups if g[0] == arm and data.nfe(*g) is not None), key=_by_x)
         if not pts:
             continue
         if len(data.arms) == 1:  # one arm: a legend entry per sampler, no labels on crowded points
