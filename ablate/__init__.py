@@ -11,8 +11,9 @@ from ablate.hookspecs import hookimpl
 # The torch-backed names load on first use, so that `ablate --help` and `--version` start without torch.
 _LAZY = {name: "ablate.interfaces" for name in (
     "Data", "DataSpec", "Dataset", "Denoiser", "EvalContext", "Executor", "KeySpec", "Metric", "Mixture", "Model",
-    "NetworkDenoiser", "Plugin", "Prediction", "Sampler", "Schedule", "Target", "Weighting")}
-_LAZY |= {"Diffusion": "ablate.diffusion", "Registry": "ablate.plugins", "load_registry": "ablate.plugins"}
+    "NetworkDenoiser", "Plugin", "Prediction", "Sampler", "Schedule", "Target", "Tracker", "Weighting")}
+_LAZY |= {"Diffusion": "ablate.diffusion", "Registry": "ablate.plugins", "load_registry": "ablate.plugins",
+          "TrackedCell": "ablate.tracking"}
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +37,6 @@ def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", 
 __all__ = [
     "AblateError", "Data", "DataSpec", "Dataset", "Denoiser", "Diffusion", "EvalContext", "Executor",
     "KeySpec", "Metric", "Mixture", "Model", "NetworkDenoiser", "Plugin", "PluginError", "Prediction", "Registry",
-    "Sampler", "Schedule", "StudyError", "Target", "Weighting", "hookimpl", "load_registry", "run_study",
+    "Sampler", "Schedule", "StudyError", "Target", "TrackedCell", "Tracker", "Weighting", "hookimpl", "load_registry", "run_study",
     "__version__",
 ]

@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
-                          recompute_stale=args.recompute_stale)
+                          recompute_stale=args.recompute_stale, trackers=args.track or ())
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     return 0 if frame is not None else 1
@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", help="executor plugin (default: local)")
     run.add_argument("--plugins", action="append", metavar="PATH", help="extra local plugin file")
     run.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
+    run.add_argument("--track", action="append", metavar="NAME",
+                     help="also mirror the results to this experiment tracker (tensorboard, mlflow), as a [[tracker]] "
+                     "table with its defaults would; repeat for several")
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
     run.set_defaults(func=cmd_run)
