@@ -27,11 +27,14 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 
-def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", progress=True):
-    """Train and evaluate every cell of a study; returns a pandas DataFrame of metric rows."""
+def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", progress=True, trackers=()):
+    """Train and evaluate every cell of a study; returns a pandas DataFrame of metric rows.
+
+    trackers: experiment trackers to mirror the results to besides the study's own (`--track`)."""
     from ablate.runner import run_study as _run_study
 
-    return _run_study(path, profile=profile, overrides=overrides, executor=executor, runs_dir=runs_dir, progress=progress)
+    return _run_study(path, profile=profile, overrides=overrides, executor=executor, runs_dir=runs_dir, progress=progress,
+                      trackers=trackers)
 
 
 __all__ = [

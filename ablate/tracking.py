@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ablate.errors import AblateError
-from ablate.evaluate import samples_path
 from ablate.grid import arm_entries
 from ablate.images import grid_image
 from ablate.overrides import flatten
@@ -177,12 +176,13 @@ class Mirror:
         """Log the cells whose lines came back (and empty the list)."""
         while keys:
             key = keys.pop(0)
+            images: dict[str, np.ndarray] = {}  # each grid drawn once for all trackers
             for entry in list(self.active):
                 label, tracker, destination = entry
-                update, done = self._update(self.cells[key], label, destination)
-                if not done:
-                    continue
-                try:
+                try:  # a grid file that cannot be read costs the trackers, not the study
+                    update, done = self._update(self.cells[key], label, destination, images)
+                    if not done:
+                        continue
                     with quiet():
                         tracker.log_cell(update)  # type: ignore[attr-defined]
                 except Exception as exc:
@@ -205,8 +205,13 @@ class Mirror:
     def _fail(self, label: str, name: str, exc: Exception) -> None:
         print(failure_line(label, str(self.study.registry.origin("tracker", name)), exc), file=sys.stderr, flush=True)
 
-    def _update(self, cell: Cell, label: str, destination: str) -> tuple[TrackedCell, list[tuple[str, int | None]]]:
-        """What this tracker has not logged of the cell, and the `tracked` rows that record it once logged."""
+    def _update(self, cell: Cell, label: str, destination: str,
+                images: dict[str, np.ndarray]) -> tuple[TrackedCell, list[tuple[str, int | None]]]:
+        """What this tracker has not logged of the cell, and the `tracked` rows that record it once logged
+        (images: the cell's grids drawn so far, by sampler)."""
+        # imported here: plugin files import this module, and ablate.evaluate brings pandas
+        from ablate.evaluate import samples_path
+
         db, key = self.store.db, cell.key
         logged = dict(db.execute("SELECT what, step FROM tracked WHERE tracker=? AND destination=? AND cell=?",
                                  (label, destination, key)).fetchall())
@@ -222,7 +227,7 @@ class Mirror:
         samplers, metrics = self.evaluated
         evals = [e for e in db.execute("SELECT sampler, metric, step, weights FROM evals WHERE cell=? ORDER BY step, sampler, "
                                        "metric, weights", (key,)).fetchall() if e[0] in samplers and e[1] in metrics]
-        new = {tuple(e): "eval " + json.dumps(list(e)) for e in evals if "eval " + json.dumps(list(e)) not in logged}
+        new = {e: what for e in evals if (what := "eval " + json.dumps(list(e))) not in logged}
         for sampler, metric, k, step, weights, value in db.execute(
                 "SELECT sampler, metric, key, step, weights, value FROM metrics WHERE cell=? ORDER BY step, sampler, metric, "
                 "weights, key", (key,)):
@@ -233,7 +238,9 @@ class Mirror:
         for sampler in self.samplers:
             path = samples_path(self.runs_dir / key, sampler)
             if f"grid {sampler}" not in logged and path.exists():
-                update.grids[sampler] = grid_image(torch.load(path, weights_only=True))
+                if sampler not in images:
+                    images[sampler] = grid_image(torch.load(path, weights_only=True))
+                update.grids[sampler] = images[sampler]
                 done.append((f"grid {sampler}", None))
         return update, done
 

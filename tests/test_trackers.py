@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import sqlite3
 import sys
 import tomllib
@@ -24,7 +25,7 @@ from ablate.cli import main
 from ablate.interfaces import KINDS
 from ablate.store import Store
 from ablate.study import load_study
-from ablate.tracking import Mirror
+from ablate.tracking import Mirror, forget
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data"
@@ -239,11 +240,11 @@ def test_a_rerun_logs_nothing_twice_and_a_new_tracker_gets_the_whole_history(tmp
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     runs = tmp_path / "runs"
     ablate.run_study(write(tmp_path), runs_dir=runs, progress=False, overrides=['grid.target=[{name="epsilon"}]'])
-    study = write(tmp_path, ("tensorboard", "mlflow"))
-    ablate.run_study(study, runs_dir=runs, progress=False, overrides=['executor={name="local", workers=2}'])
+    study = write(tmp_path, ("tensorboard",))
+    ablate.run_study(study, runs_dir=runs, progress=False, overrides=['executor={name="local", workers=2}'], trackers=["mlflow"])
     assert_mirrors(runs)
     files = sorted(runs.rglob("events.out.tfevents.*"))
-    ablate.run_study(study, runs_dir=runs, progress=False)
+    ablate.run_study(study, runs_dir=runs, progress=False, trackers=["mlflow"])
     assert sorted(runs.rglob("events.out.tfevents.*")) == files  # nothing new: no tracker was called
     spread = '\n[[metric]]\nname = "spread"\nnum_samples = 200\n'
     ablate.run_study(write(tmp_path, ("tensorboard", "mlflow"), tail=spread), runs_dir=runs, progress=False)
@@ -339,3 +340,22 @@ def test_a_tracker_table_is_validated_with_the_study(tmp_path):
     with pytest.raises(ablate.StudyError, match=r"tracker\[0\]\.logdir: unknown key"):
         load_study(study)
 
+
+
+def test_recomputed_results_are_logged_again(tracked, tmp_path):
+    """--recompute-stale deletes a changed cell or evaluation (ablate.runner.settle_stale): what the trackers
+    logged of it is forgotten with it, and of it only."""
+    runs = tmp_path / "runs"
+    shutil.copytree(tracked, runs)
+    store = Store(runs / "ablate.db")
+    try:
+        first, second = sorted(cells(runs))
+        logged = lambda cell: {w for (w,) in store.db.execute("SELECT what FROM tracked WHERE cell=?", (cell,))}  # noqa: E731
+        before = logged(second)
+        sampler = "ddim(steps=10)"
+        assert {"params", "losses", f"grid {sampler}"} <= before and len(before) == 2 + 1 + 4  # 4 evaluations
+        forget(store, [first], [(second, sampler, "gmm_fit(num_samples=200)")])
+        assert logged(first) == set()
+        assert before - logged(second) == {f"grid {sampler}", f'eval ["{sampler}", "gmm_fit(num_samples=200)", -1, "ema"]'}
+    finally:
+        store.close()
