@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with warning_lines():
         frame = run_study(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
                           runs_dir=args.runs_dir, extra_plugins=args.plugins or (),
-                          recompute_stale=args.recompute_stale, threads=args.threads)
+                          recompute_stale=args.recompute_stale, threads=args.threads,
+                          trackers=args.track or ())
     return 1 if frame.attrs.get("failures") else 0  # a plugin failed: its units are listed above, the rest stored
 
 
@@ -141,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=positive_int, metavar="N",
                      help="torch threads per process (default: OMP_NUM_THREADS if set, else this run's share of the "
                      "cores among the live `ablate run`s of this user, taken again before each cell)")
+    run.add_argument("--track", action="append", metavar="NAME",
+                     help="also mirror the results to this experiment tracker (tensorboard, mlflow), as a [[tracker]] "
+                     "table with its defaults would; repeat for several")
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
     run.set_defaults(func=cmd_run)

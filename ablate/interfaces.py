@@ -9,13 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from ablate.diffusion import Diffusion
+
+if TYPE_CHECKING:
+    from ablate.tracking import TrackedCell
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,28 @@ class Executor(Plugin):
         raise NotImplementedError
 
 
+class Tracker(Plugin):
+    """Mirrors a study's results to an experiment tracker (TensorBoard, MLflow). The results store stays
+    the source of truth: after each cell the core hands every tracker what the store holds of that cell
+    and the tracker has not logged yet; a tracker that raises is named on stderr and left out for the
+    rest of the run, and the study goes on."""
+
+    kind = "tracker"
+    required = ("log_cell",)
+    optional = ("open", "close")
+
+    def open(self, study: str, runs_dir: Path) -> str:
+        """Connect, once per run before the first cell; returns where it writes (a folder, a URI). What
+        has been logged is recorded per tracker label and destination: a new destination gets everything."""
+        return study
+
+    def log_cell(self, cell: TrackedCell) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flush and release what `open` and `log_cell` hold, at the end of the run."""
+
+
 class NetworkDenoiser:
     """A trained network + its target: outputs in target space, Prediction out."""
 
@@ -306,5 +331,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
          "metric", many=True, default=[]),
     Kind(Executor, "ablate_executors", "Executors: ``map(fn, cells)`` runs the independent training cells.",
          "executor", default={"name": "local"}),
+    Kind(Tracker, "ablate_trackers", "Experiment trackers: ``log_cell(cell)`` mirrors a cell's stored results "
+         "(TensorBoard, MLflow).", "tracker", many=True, default=[]),
 )}
 

@@ -37,6 +37,7 @@ from ablate.interfaces import KINDS, Data
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
 from ablate.threads import run_threads
+from ablate.tracking import Mirror, add_trackers, forget
 from ablate.train import load_checkpoint, save_atomic, train_cell
 from ablate.worker import run_remote
 
@@ -143,7 +144,7 @@ def metric_keys(study: Study) -> dict[str, dict[str, dict[str, Any]]]:
 def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str, ...] | list[str] = (),
               executor: str | None = None, runs_dir: str | Path = "runs", progress: bool = True,
               extra_plugins: tuple[str, ...] | list[str] = (), recompute_stale: bool = False,
-              threads: int | None = None) -> pd.DataFrame:
+              threads: int | None = None, trackers: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
 
     recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them).
@@ -151,8 +152,10 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
     cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"].
 
     threads: torch threads per process (default: the executor's, else this run's share of the cores:
-    ablate.threads); the run's hardware records the count."""
+    ablate.threads); the run's hardware records the count.
+    trackers: tracker names added to the study's `[[tracker]]` tables (`--track`)."""
     study = load_study(path, profile, overrides, extra_plugins)
+    add_trackers(study, trackers)
     if executor is not None and executor != study.executor["name"]:  # the same name keeps the study's table
         study.executor = {"name": executor}
     executor_plugin = study.registry.from_table("executor", study.executor)
@@ -161,6 +164,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
     threads = threads or getattr(executor_plugin, "threads", None)
     with runs_lock(runs_dir), run_threads(threads, getattr(executor_plugin, "processes", 1)) as retake:
         store = Store(runs_dir / "ablate.db")
+        mirror = None
         try:
             identities = {cell.key: cell_plugins(study, cell) for cell in study.cells}
             store.set_identities(*eval_plugins(study))
@@ -173,31 +177,41 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
                                       "metric_keys": metric_keys(study)})
             for cell in study.cells:
                 store.add_cell(run_id, cell.key, cell.config, cell.arm, cell.seed, identities[cell.key])
+            evaluation_ids = {k: v for by_label in eval_plugins(study) for ids in by_label.values()
+                              for k, v in ids.items() if k != "eval"}
+            mirror = Mirror(study, store, runs_dir, {k: {**ids, **evaluation_ids} for k, ids in identities.items()},
+                            evaluated_labels(study))
             say(f"study {study.name}" + (f" (profile {profile})" if profile else "") +
                 f": {len(study.cells)} cells x {len(study.samplers)} samplers x {len(study.metrics)} metrics, device {device}")
             datasets: dict[str, Data] = {}
             total = len(study.cells)
+            settled: list[str] = []  # cells whose line came back, for the trackers
 
             def work(item: tuple[int, Cell]) -> str:
                 i, cell = item
                 retake()  # other runs may have started or ended since the last cell
-                return _run_cell(study, cell, store, runs_dir, datasets, progress, f"[{i}/{total}]")
+                line = _run_cell(study, cell, store, runs_dir, datasets, progress, f"[{i}/{total}]")
+                settled.append(cell.key)
+                return line
 
             started = time.time()
             if getattr(executor_plugin, "remote", False):  # other processes: they send results back (ablate.worker)
                 lines = run_remote(executor_plugin.map, study, store, runs_dir, {
                     "study_path": str(Path(path).resolve()), "profile": profile, "overrides": tuple(overrides),
-                    "extra_plugins": tuple(str(Path(p).resolve()) for p in extra_plugins)}, threads)
+                    "extra_plugins": tuple(str(Path(p).resolve()) for p in extra_plugins)}, threads, settled)
             else:
                 lines = executor_plugin.map(work, enumerate(study.cells, 1))
             for line in lines:
                 say(line)
+                mirror.log(settled)
             store.finish_run(run_id)
             frame = store.results(study.name, run_id=run_id)
             failed = store.frame("SELECT rc.arm, rc.seed, c.reason FROM run_cells rc JOIN cells c ON c.key = rc.cell "
                                  "WHERE rc.run=? AND c.status='failed'", (run_id,))
             frame.attrs["failures"] = store.run_failures(run_id).to_dict("records")
         finally:
+            if mirror is not None:
+                mirror.close()
             store.close()
     if progress:
         print_table(frame)
@@ -231,6 +245,7 @@ def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[st
         if sampler not in (NO_SAMPLER, REAL_DATA):
             samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
     store.forget({k: identities[k] for k in cells}, [(k, s, m) for k, s, m, _ in evals])
+    forget(store, cells, [(k, s, m) for k, s, m, _ in evals])
     return lines
 
 

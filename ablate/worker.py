@@ -96,11 +96,13 @@ def run_job(job: CellJob) -> Done:
 
 
 def run_remote(executor_map: RemoteMap, study: Any, store: Store, runs_dir: Path, jobs_from: dict[str, Any],
-               threads: int | None = None) -> Iterator[str]:
+               threads: int | None = None, settled: list[str] | None = None) -> Iterator[str]:
     """Driver side: skip finished cells, seed each cell's store, hand the rest to the executor and merge
     each result as it comes back; yields one summary line per cell.
 
-    jobs_from: study_path, profile, overrides and extra_plugins of this run (what workers reload)."""
+    jobs_from: study_path, profile, overrides and extra_plugins of this run (what workers reload).
+    settled: each cell's key is appended to it just before its line is yielded (its rows are in the store)."""
+    settled = [] if settled is None else settled
     from ablate import runner
 
     total, jobs = len(study.cells), []
@@ -111,9 +113,11 @@ def run_remote(executor_map: RemoteMap, study: Any, store: Store, runs_dir: Path
             merge_cell_store(store, path, cell.key, current_only=True)
         state = store.cell(cell.key) or {}
         if state.get("status") == "failed":
+            settled.append(cell.key)
             yield f"{name}: failed earlier ({state.get('reason')}); not retried"
             continue
         if state.get("status") == "done" and runner._all_evaluated(study, cell, store):
+            settled.append(cell.key)
             yield f"{name}: already done"
             continue
         seed_cell_store(store, path, cell.key)
@@ -124,6 +128,7 @@ def run_remote(executor_map: RemoteMap, study: Any, store: Store, runs_dir: Path
         path = cell_store_path(runs_dir, job.key)
         if path.exists():  # a failed cell keeps the losses and results it stored before failing
             merge_cell_store(store, path, job.key)
+        settled.append(job.key)
         if isinstance(outcome, Failed):
             store.update_cell(job.key, status="failed", reason=outcome.reason)
             yield f"{job.name}: FAILED ({outcome.reason})"

@@ -8,5 +8,5 @@ python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "ablate 
 echo "installing ablate and its dependencies into .venv (the first time, torch is a download of several hundred MB)"
 # setuptools tells every editable install of a flat layout (ablate/ and plugins/ -> ablate_plugins beside
 # pyproject.toml) to beware same-named folders; the layout is deliberate, so that notice is silenced here.
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --progress-bar on -e '.[dev,ray]'
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install --progress-bar on -e '.[dev,ray,tensorboard,mlflow]'
 echo "ready: .venv/bin/ablate --help"

@@ -35,7 +35,7 @@ def tutorial(tmp_path_factory):
     """The tutorial's files, written out, and its study run once through the CLI."""
     root = tmp_path_factory.mktemp("tutorial")
     files = extract(DOC)
-    assert set(files) == {"my_ddim.py", "compare.toml"}, set(files)
+    assert set(files) == {"my_ddim.py", "compare.toml", "jsonl_tracker.py"}, set(files)  # the last: tests/test_trackers.py
     for name, text in files.items():
         (root / name).write_text(text)
     runs = root / "runs"

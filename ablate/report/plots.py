@@ -331,6 +331,7 @@ def samples_figure(data: ReportData) -> tuple[Plot, Figure] | None:
     import torch
 
     from ablate.evaluate import samples_path
+    from ablate.images import tile
 
     first = data.cells.sort_values("seed").drop_duplicates("arm")
     panels = []
@@ -349,10 +350,8 @@ def samples_figure(data: ReportData) -> tuple[Plot, Figure] | None:
         ax.axis("off")
     for ax, (title, x) in zip(axes.flat, panels, strict=False):
         if x.dim() == 4:
-            n = int(math.sqrt(x.shape[0]))
-            grid = torch.nn.functional.pad(x[: n * n].clamp(-1, 1).add(1).div(2), (1, 1, 1, 1), value=0.5)  # tile borders
-            c, h, w = grid.shape[1:]
-            grid = grid.reshape(n, n, c, h, w).permute(0, 3, 1, 4, 2).reshape(n * h, n * w, c)
+            grid = tile(x)
+            c = grid.shape[2]
             ax.imshow(grid.squeeze(-1).numpy() if c == 1 else grid.numpy(), cmap="gray" if c == 1 else None,
                       vmin=0, vmax=1, interpolation="nearest")
         else:
