@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ablate.cell import Parts
 from ablate.diffusion import Diffusion
 from ablate.errors import AblateError
 from ablate.plugins import load_registry
@@ -66,15 +65,16 @@ def export_model(target: str | Path, to: str | Path, runs_dir: str | Path = "run
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise AblateError(f"--to {to} exists and is not an empty folder; choose a new one")
     config = json.loads((run_dir / "config.json").read_text())
-    parts = Parts.from_config(load_registry(), config)
+    registry = load_registry()  # only the plugins the pipeline needs: the weighting's code may be gone
+    model, schedule = registry.from_table("model", config["model"]), registry.from_table("schedule", config["schedule"])
     ckpt = load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))
     if ckpt is None:
         raise AblateError(f"{run_dir}: no readable checkpoint.pt; train the cell first (ablate run)")
-    spec = parts.dataset.load().spec
-    module = parts.model.build(spec)
+    spec = registry.from_table("dataset", config["data"]).load().spec
+    module = model.build(spec)
     module.load_state_dict(ckpt["ema"])
     unet = as_unet2d(config["model"], module.eval(), spec.shape, diffusers)
-    diffusion = parts.schedule.diffusion()
+    diffusion = schedule.diffusion()
     clip = spec.is_image if clip_x0 is None else clip_x0
     scheduler = diffusers.DDPMScheduler(**scheduler_config(diffusion, config["target"]["name"], clip))
     diffusers.DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(to)

@@ -78,7 +78,8 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
     assert not runs.exists()  # not even the folder
     assert "cells: 1 new" in out and "30 steps to train" in out
     assert f"evaluations pending: {PENDING_PER_CELL}" in out
-    assert "probed: 20 steps" in out and "measured" not in out
+    assert "probed: 20 steps" in out and "measured over" not in out
+    assert f"metrics 0.0 s + {PENDING_PER_CELL} evaluations not measured yet" in out  # a probe scores nothing
     assert re.search(r"estimated time: [\d.]+ (s|min)", out)
 
     assert main(["run", str(study), "--runs-dir", str(runs)]) == 0
@@ -94,6 +95,7 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
     assert re.search(r"new +default seed 1 \(\w+\): 30 steps to train", out)
     assert "s per training step (measured over 1 cells)" in out and "probed" not in out
     assert re.search(r"s per sample per network evaluation \(measured over \d+ evaluations\)", out)
+    assert "not measured yet" not in out  # the metrics' own seconds, from the run's floor and diagnostic
 
 
 def test_dry_run_counts_what_a_changed_study_adds(tmp_path, capsys):
