@@ -41,7 +41,7 @@ class UNet2DWrapper(nn.Module):
 
 class DiffusersUNet(Model):
     """diffusers' UNet2DModel, built from the keys of the model table (its own config names); sample_size
-    and the channels come from the data. Defaults: the DDPM CIFAR-10 layout (as google/ddpm-cifar10-32)."""
+    and the channels come from the data. Defaults: the block layout of DDPM's CIFAR-10 model."""
 
     name = "diffusers_unet"
 
