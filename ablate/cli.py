@@ -80,6 +80,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return cmd_dry_run(args)
     from ablate.runner import run_study
 
     with warning_lines():
@@ -88,6 +90,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                           recompute_stale=args.recompute_stale, threads=args.threads,
                           trackers=args.track or ())
     return 1 if frame.attrs.get("failures") else 0  # a plugin failed: its units are listed above, the rest stored
+
+
+def cmd_dry_run(args: argparse.Namespace) -> int:
+    from ablate.plan import dry_run
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lines = dry_run(args.study, profile=args.profile, overrides=args.set or (), executor=args.executor,
+                        runs_dir=args.runs_dir, extra_plugins=args.plugins or (), recompute_stale=args.recompute_stale)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print("\n".join(lines))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -124,6 +139,26 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ablate.export import export_results
+
+    path, rows = export_results(args.study, args.format, out=args.out, profile=args.profile, runs_dir=args.runs_dir)
+    print(f"wrote {rows} rows to {path}")
+    return 0
+
+
+def cmd_export_model(args: argparse.Namespace) -> int:
+    from ablate.export_model import export_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_model(args.cell, args.to, runs_dir=args.runs_dir, clip_x0=args.clip_x0)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(f"wrote a diffusers DDPMPipeline to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ablate", description="Ablation studies for denoising diffusion models.",
                                      formatter_class=HelpFormatter)
@@ -147,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "table with its defaults would; repeat for several")
     run.add_argument("--recompute-stale", action="store_true",
                      help="delete and recompute results whose plugin code or evaluation method (eval.reference, eval.clip_x0) changed since they were stored")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate, then print the cells to train, the evaluations pending and an estimated time; "
+                     "trains nothing and writes nothing to the runs dir")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="write reports/<study>/README.md and plots from the results store",
@@ -162,6 +200,24 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("source", help="the other runs dir (holding ablate.db)")
     merge.add_argument("--runs-dir", default="runs", help=RUNS_HELP + " to merge into")
     merge.set_defaults(func=cmd_merge)
+
+    export = sub.add_parser("export", help="write a study's results as one tidy table (a row per stored value)",
+                            formatter_class=HelpFormatter)
+    export.add_argument("study", help="study TOML file or study name")
+    export.add_argument("--profile", help="only this profile (default: every profile the study was run with)")
+    export.add_argument("--format", required=True, choices=["csv", "parquet"], help="parquet needs ablate[parquet]")
+    export.add_argument("--out", help="output file (default: <study>[-<profile>].<format> here)")
+    export.add_argument("--runs-dir", default="runs", help=RUNS_HELP + " to read")
+    export.set_defaults(func=cmd_export)
+
+    model = sub.add_parser("export-model", help="save a trained cell as a diffusers DDPMPipeline "
+                           "(needs ablate[diffusers])", formatter_class=HelpFormatter)
+    model.add_argument("cell", metavar="RUN_DIR_OR_CELL_KEY", help="a cell's run dir, or its key under --runs-dir")
+    model.add_argument("--to", required=True, help="a new (or empty) folder for DDPMPipeline.from_pretrained")
+    model.add_argument("--runs-dir", default="runs", help=RUNS_HELP)
+    model.add_argument("--clip-x0", action=argparse.BooleanOptionalAction,
+                       help="the scheduler's clip_sample (default: on for image data, as eval.clip_x0)")
+    model.set_defaults(func=cmd_export_model)
 
     plugins = sub.add_parser("plugins", help="list installed plugins with their origin and parameters",
                              formatter_class=HelpFormatter)

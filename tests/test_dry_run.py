@@ -1,0 +1,157 @@
+"""`ablate run --dry-run`: the plan of a run (cells new / cached / stale, evaluations pending, estimated
+time) without training or writing anything: on an empty runs dir (a probe measures the rates; no runs
+dir appears), after a real run (all cached, nothing pending, the runs dir byte for byte as it was) and
+with one more seed (one new cell, its time from the rates the run measured)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from ablate.cli import main
+
+STUDY = """
+[study]
+name = "dry_tiny"
+seeds = [0]
+
+[data]
+name = "gmm2d"
+n_train = 500
+n_test = 200
+
+[model]
+name = "mlp"
+hidden = 16
+depth = 2
+
+[schedule]
+name = "linear"
+T = 50
+
+[train]
+steps = 30
+batch_size = 64
+warmup = 0
+device = "cpu"
+
+[eval]
+batch_size = 200
+grid_samples = 0
+
+[[sampler]]
+name = "ancestral"
+
+[[sampler]]
+name = "ddim"
+steps = 5
+
+[[metric]]
+name = "gmm_fit"
+num_samples = 100
+
+[[metric]]
+name = "x0_error_by_t"
+num_samples = 50
+timesteps = [0, 25]
+"""
+PENDING_PER_CELL = 4  # gmm_fit x (ancestral, ddim, the real-data floor) + the diagnostic x0_error_by_t
+
+
+def files(folder) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def dry_run(capsys, study, runs, *extra) -> str:
+    assert main(["run", str(study), "--dry-run", "--runs-dir", str(runs), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_dry_run_plans_without_writing(tmp_path, capsys):
+    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
+    study.write_text(STUDY)
+
+    out = dry_run(capsys, study, runs)
+    assert not runs.exists()  # not even the folder
+    assert "cells: 1 new" in out and "30 steps to train" in out
+    assert f"evaluations pending: {PENDING_PER_CELL}" in out
+    assert "probed: 20 steps" in out and "measured over" not in out
+    assert f"metrics 0.0 s + {PENDING_PER_CELL} evaluations not measured yet" in out  # a probe scores nothing
+    assert re.search(r"estimated time: [\d.]+ (s|min)", out)
+
+    assert main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    capsys.readouterr()
+    before = files(runs)
+    out = dry_run(capsys, study, runs)
+    assert files(runs) == before  # the store and its side files untouched
+    assert "cells: 1 cached" in out and "evaluations pending: 0" in out and "probed" not in out
+
+    out = dry_run(capsys, study, runs, "--set", "study.seeds=[0, 1]")
+    assert files(runs) == before
+    assert "cells: 1 new, 1 cached" in out and f"evaluations pending: {PENDING_PER_CELL}" in out
+    assert re.search(r"new +default seed 1 \(\w+\): 30 steps to train", out)
+    assert "s per training step (measured over 1 cells)" in out and "probed" not in out
+    assert re.search(r"s per sample per network evaluation \(measured over \d+ evaluations\)", out)
+    assert "not measured yet" not in out  # the metrics' own seconds, from the run's floor and diagnostic
+
+
+def test_dry_run_counts_what_a_changed_study_adds(tmp_path, capsys):
+    """A metric added after the run is pending on the cached cell; more steps make the cell resume."""
+    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
+    study.write_text(STUDY)
+    assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 0
+    capsys.readouterr()
+    out = dry_run(capsys, study, runs)
+    assert "cells: 1 cached" in out and f"evaluations pending: {PENDING_PER_CELL}" in out
+    out = dry_run(capsys, study, runs, "--set", "train.steps=50")
+    assert "cells: 1 new" in out  # steps are part of the cell: another cell, not a resumed one
+
+
+@pytest.mark.parametrize("bad", ["train.steps=0", "model.name='mpl'"])
+def test_dry_run_validates_like_a_run(tmp_path, capsys, bad):
+    study = tmp_path / "dry.toml"
+    study.write_text(STUDY)
+    assert main(["run", str(study), "--dry-run", "--runs-dir", str(tmp_path / "runs"), "--set", bad]) == 2
+    assert capsys.readouterr().err.startswith("error:")
+    assert not (tmp_path / "runs").exists()
+
+
+FLAT = '''
+import torch
+from ablate import Weighting, hookimpl
+
+
+class Flat(Weighting):
+    """w(t) = 1."""
+
+    name = "flat"
+
+    def weights(self, diffusion, target, t):
+        return torch.ones(t.shape, dtype=torch.float64)
+
+
+@hookimpl
+def ablate_weightings():
+    return [Flat]
+'''
+
+
+def test_dry_run_names_stale_cells_and_leaves_them(tmp_path, capsys):
+    """A cell trained by a local plugin file that has changed since is stale: the dry run says so and
+    what a run would do, and deletes nothing (the run still stops on it)."""
+    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
+    (tmp_path / "flat.py").write_text(FLAT)
+    study.write_text('plugins = ["./flat.py"]\n' + STUDY + '\n[weighting]\nname = "flat"\n')
+    assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 0
+    (tmp_path / "flat.py").write_text(FLAT + "# changed\n")
+    capsys.readouterr()
+    before = files(runs)
+    out = dry_run(capsys, study, runs, "--set", "metric=[]")
+    assert "cells: 1 stale" in out and "plugin code changed: 30 steps to train again" in out
+    assert "unless --recompute-stale" in out
+    assert files(runs) == before
+    assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 2
+    assert "--recompute-stale" in capsys.readouterr().err
