@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def run_study(path, profile=None, overrides=(), executor=None, runs_dir="runs", progress=True, threads=None,
