@@ -158,6 +158,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
                 drawn = draw_samples(sampler, denoiser, diffusion, data.spec, halves.SAMPLES, halves.SAMPLES,
                                      config["seed"], device, f"  halves {s_label}", progress)[0]
                 save_atomic({"samples": drawn}, halves_file)
+                units.summary.append(f"{s_label}: {halves.SAMPLES} samples for the two-halves test")
             samples, nfe, seconds = draw_samples(sampler, denoiser, diffusion, data.spec, n, study.eval.batch_size,
                                                  config["seed"], device, f"  sample {s_label}", progress) \
                 if todo or want_grid else (None, 0, 0.0)

@@ -231,3 +231,18 @@ def test_workers_store_the_same_rows(run, tmp_path):
     ablate.run_study(workers, overrides=[gmm], runs_dir=tmp_path / "runs", progress=False)
     expected = {k: v for k, v in values(root / "runs", study).items() if k[0] == ARMS["gmm2d"]}
     assert values(tmp_path / "runs", study) == expected and len(expected) == 10
+
+
+@pytest.mark.parametrize(("means", "says"), [
+    ((0.45, 0.77, 0.0, 0.28, 0.29), "memorises"),
+    ((0.05, 0.70, 0.30, 0.31, 0.29), "generalises"),
+    ((0.05, 0.60, 0.42, 0.42, 0.29), "unlike the data"),
+    ((0.40, 0.70, 0.25, 0.30, 0.29), "neither pattern"),
+])
+def test_the_verdict_follows_the_ratios(means, says):
+    from ablate.report.halves import verdict
+
+    keys = ("halves_distance", "unrelated_distance", "nn_own_half", "nn_other_half", "held_out_nn")
+    sentence = verdict("x0", "ancestral", dict(zip(keys, means, strict=True)))
+    assert sentence.startswith("**x0** (ancestral)") and says in sentence
+    assert sum(word in sentence for word in ("memorises", "generalises:", "unlike the data", "neither pattern")) == 1

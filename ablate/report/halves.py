@@ -6,7 +6,8 @@ half's training images than to the other half's) and halves / unrelated (how far
 draw from the same noise, against samples drawn from different noise). A model whose samples lie much nearer
 its own half memorises, whatever the halves distance (a memoriser of a large training set draws similar copies
 from both halves); one whose samples lie as near either half and whose halves draw nearly the same image
-generalises.
+generalises, provided its samples lie about as near the training images as held-out images do (a model that
+ignores its data, or draws noise, also agrees with itself).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ablate.stats import mean_ci
 
 MEMORISES = 0.5  # own / other below it
 GENERALISES = (0.5, 0.8)  # halves / unrelated below the first and own / other above the second
+UNLIKE_DATA = 1.25  # own-half distance above this multiple of the held-out images': samples unlike the data
 COLUMNS = {"halves_distance": "halves distance", "unrelated_distance": "unrelated samples",
            "nn_own_half": "nn to own half", "nn_other_half": "nn to other half", "held_out_nn": "held-out nn"}
 
@@ -59,6 +61,10 @@ def verdict(arm: str, sampler: str, m: dict[str, float]) -> str:
                f"{fmt(m['held_out_nn'])} from the nearest image of a half")
     if q < MEMORISES:
         return f"{where} memorises: {numbers}. It draws copies of its own training images."
+    if r < GENERALISES[0] and q > GENERALISES[1] and own > UNLIKE_DATA * m["held_out_nn"]:
+        return (f"{where} draws nearly the same samples from both halves, but they are unlike the data: {numbers}. "
+                "Its samples lie farther from the training images than held-out images do, so the agreement says "
+                "little about generalisation (a model that ignores its data agrees with itself too).")
     if r < GENERALISES[0] and q > GENERALISES[1]:
         return f"{where} generalises: {numbers}. Both halves lead to nearly the same model."
     return (f"{where} shows neither pattern clearly: {numbers} (memorising: own / other < {MEMORISES}; "
