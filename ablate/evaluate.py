@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ablate import halves
 from ablate.cell import Parts, pick_device
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
@@ -24,6 +25,7 @@ from ablate.faults import Units, isolated
 from ablate.interfaces import KINDS, Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
+from ablate.train import save_atomic
 
 
 class CountingDenoiser:
@@ -146,15 +148,25 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         todo = [(name, m) for name, m in metrics if m.needs_samples and not done(s_label, name)]
         grid_file = samples_path(run_dir, s_label)
         want_grid = final and study.eval.grid_samples > 0 and not grid_file.exists()
-        if not todo and not want_grid:
+        halves_file = halves.samples_path(run_dir, s_label)
+        want_halves = final and halves.wanted(config) and not halves_file.exists()
+        if not todo and not want_grid and not want_halves:
             continue
         try:  # a sampler that fails fails each of its evaluations, with one reason
-            samples, nfe, seconds = draw_samples(registry.from_table("sampler", spec), denoiser, diffusion, data.spec, n,
-                                                 study.eval.batch_size, config["seed"], device, f"  sample {s_label}", progress)
+            sampler = registry.from_table("sampler", spec)
+            if want_halves:  # one batch of their own: both halves' models start from the same x_T, whatever n is
+                drawn = draw_samples(sampler, denoiser, diffusion, data.spec, halves.SAMPLES, halves.SAMPLES,
+                                     config["seed"], device, f"  halves {s_label}", progress)[0]
+                save_atomic({"samples": drawn}, halves_file)
+                units.summary.append(f"{s_label}: {halves.SAMPLES} samples for the two-halves test")
+            samples, nfe, seconds = draw_samples(sampler, denoiser, diffusion, data.spec, n, study.eval.batch_size,
+                                                 config["seed"], device, f"  sample {s_label}", progress) \
+                if todo or want_grid else (None, 0, 0.0)
         except Exception as exc:
             if not isolated(exc):
                 raise
-            units.fail([(s_label, name) for name, _ in todo], exc, ("sampler", spec["name"]), f"the sample grid of {s_label}")
+            units.fail([(s_label, name) for name, _ in todo], exc, ("sampler", spec["name"]),
+                       f"the {'sample grid' if want_grid else 'generalisation samples'} of {s_label}")
             continue
         if want_grid:
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)

@@ -7,12 +7,13 @@ errors) and the methods of its kind; the core constructs it as `Plugin(params)`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic_core import to_jsonable_python
 from torch import Tensor, nn
 
 from ablate.diffusion import Diffusion
@@ -53,6 +54,9 @@ class DataSpec:
     num_classes: int | None = None
     mixture: Mixture | None = None
     lift: Tensor | None = None  # float64 [D, d], orthonormal columns: data = lift @ z with z ~ mixture (gmm_lifted)
+    # the training split as the cell uses it (after `train_half`), set by `Dataset.splits()`: for denoisers
+    # built from the data itself (empirical_oracle); None from a bare `load()`
+    train_split: Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_image(self) -> bool:
@@ -70,6 +74,17 @@ class Data:
     test_labels: Tensor | None = None
 
 
+HALF_SEED = 0  # the permutation that splits a training split into halves: its own seed, not the training seed
+
+
+def half_indices(n: int, half: str) -> Tensor:
+    """The indices of half "a" (the first n // 2 of a fixed permutation) or "b" (the rest) of n training
+    examples, in their original order: disjoint, together all n, the same at every call and training seed."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HALF_SEED))
+    part = perm[: n // 2] if half == "a" else perm[n // 2:]
+    return part.sort().values
+
+
 @dataclass
 class EvalContext:
     """What the core hands a metric besides the samples and the real data."""
@@ -81,6 +96,19 @@ class EvalContext:
     cache_dir: Path
     generator: torch.Generator
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def neutral(default: Any, **kwargs: Any) -> Any:
+    """A Params field that does not enter the cell key while it equals its default: a param added to a
+    plugin later (with the behaviour before as its default) leaves every stored cell's key, and so its
+    results, where they were. Use it in place of `Field(default, ...)`."""
+    return Field(default, json_schema_extra={"neutral": True}, **kwargs)
+
+
+def neutral_defaults(params: type[BaseModel]) -> dict[str, Any]:
+    """The neutral fields of a Params model and their defaults, as a resolved study table holds them (JSON)."""
+    return {name: to_jsonable_python(f.get_default(call_default_factory=True)) for name, f in params.model_fields.items()
+            if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("neutral")}
 
 
 class Plugin:
@@ -188,11 +216,31 @@ class Model(Plugin):
 
 
 class Dataset(Plugin):
+    """`load()` returns the whole dataset's splits; the core calls `splits()`, which applies `train_half`
+    (every dataset whose Params subclass `Dataset.Params` gets it) and hands models the training split."""
+
     kind = "dataset"
     required = ("load",)
 
+    class Params(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        train_half: Literal["a", "b"] | None = neutral(
+            None, description="train on one of two disjoint halves of the training split (a fixed permutation, the "
+            "same at every training seed); the held-out split is unchanged. Default: the whole training split")
+
     def load(self) -> Data:
         raise NotImplementedError
+
+    def splits(self) -> Data:
+        """What a cell trains on and is scored against: `load()`, then its training split halved (images and
+        labels alike) when `train_half` is set, and that training split handed to models in `spec.train_split`."""
+        data = self.load()
+        half = getattr(self.params, "train_half", None)
+        if half is not None:
+            idx = half_indices(data.train.shape[0], half)
+            labels = data.train_labels[idx] if data.train_labels is not None else None
+            data = replace(data, train=data.train[idx], train_labels=labels)
+        return replace(data, spec=replace(data.spec, train_split=data.train))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ablate import halves
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
@@ -106,6 +107,7 @@ def eval_plugins(study: Study) -> tuple[dict[str, dict[str, str]], dict[str, dic
     for kind, tables in (("sampler", study.samplers), ("metric", study.metrics)):
         out.append({study.registry.label(kind, t): {f"{kind}/{t['name']}": plugin_identity(study.registry, kind, t["name"])}
                     for t in tables})
+    out[1][halves.HALVES] = {}  # the generalisation rows rest on the sampler (and the cells) alone
     # evaluation settings that change what a metric measures are part of what it rests on (only when set,
     # so results stored with the defaults keep their identity)
     method = {k: v for k, v in study.eval.model_dump().items() if k in EVAL_METHOD and v != EVAL_DEFAULTS[k]}
@@ -204,6 +206,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
             for line in lines:
                 say(line)
                 mirror.log(settled)
+            for line in halves.compare(study, store, runs_dir, lambda config: _data(study, config, datasets)):
+                say(line)
+            mirror.log([cell.key for cell in study.cells])  # the two halves' rows, stored after the cells' lines
             store.finish_run(run_id)
             frame = store.results(study.name, run_id=run_id)
             failed = store.frame("SELECT rc.arm, rc.seed, c.reason FROM run_cells rc JOIN cells c ON c.key = rc.cell "
@@ -244,6 +249,7 @@ def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[st
     for key, sampler, _, _ in evals:
         if sampler not in (NO_SAMPLER, REAL_DATA):
             samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
+            halves.samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
     store.forget({k: identities[k] for k in cells}, [(k, s, m) for k, s, m, _ in evals])
     forget(store, cells, [(k, s, m) for k, s, m, _ in evals])
     return lines
@@ -264,7 +270,7 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     state = store.cell(cell.key) or {}
     if state.get("status") == "failed":
         return f"{name}: failed earlier ({state.get('reason')}); not retried"
-    if state.get("status") == "done" and _all_evaluated(study, cell, store):
+    if state.get("status") == "done" and _all_evaluated(study, cell, store, runs_dir):
         return f"{name}: already done"
     try:
         line = _train_and_evaluate(study, cell, store, runs_dir, datasets, progress, name, state)
@@ -288,10 +294,7 @@ def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, 
     run_dir = runs_dir / cell.key
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cell.config, indent=2, sort_keys=True))
-    data_key = json.dumps(cell.config["data"], sort_keys=True)
-    if data_key not in datasets:
-        datasets[data_key] = study.registry.from_table("dataset", cell.config["data"]).load()
-    data = datasets[data_key]
+    data = _data(study, cell.config, datasets)
     parts = Parts.from_config(study.registry, cell.config)
     t0 = time.time()
     steps_before = state.get("step", 0)
@@ -338,6 +341,14 @@ def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, 
     return f"{name}: {trained}{loss}; " + ("; ".join(results) or "nothing new to evaluate")
 
 
+def _data(study: Study, config: dict[str, Any], datasets: dict[str, Data]) -> Data:
+    """A cell's data (its splits, after train_half), loaded once per run and data config."""
+    key = json.dumps(config["data"], sort_keys=True)
+    if key not in datasets:
+        datasets[key] = study.registry.from_table("dataset", config["data"]).splits()
+    return datasets[key]
+
+
 def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, int, str]]:
     """The cell's failed units (sampler, metric, step, weights) of this study: a shared cell may hold other studies'."""
     labels = evaluated_labels(study)
@@ -345,8 +356,8 @@ def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, in
     return [unit for unit in store.failures(cell.key) if unit[0] in samplers and unit[1] in metrics]
 
 
-def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
-    if _failures(study, cell, store):
+def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path) -> bool:
+    if _failures(study, cell, store) or not halves.drawn(study, cell, runs_dir):
         return False
     labels = evaluated_labels(study)
     weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from ablate import grid
 from ablate.contrasts import ContrastSpec, check
 from ablate.errors import AblateError, StudyError, StudyNote
+from ablate.interfaces import KINDS, neutral_defaults
 from ablate.overrides import apply_profile, apply_set, mark_set_errors
 from ablate.plugins import Registry, config_hash, implements, load_registry
 from ablate.schema import (
@@ -48,14 +49,18 @@ class Cell:
     config: dict[str, Any]
     arm: str
     seed: int
+    neutral: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> its plugin's neutral params' defaults
 
     @property
     def key(self) -> str:
         """The hash of the config without its bookkeeping: settings that cannot change the numbers
-        (how often to checkpoint or log) reuse the cell instead of training the same model again."""
-        train = {k: v for k, v in self.config["train"].items()
-                 if k not in BOOKKEEPING and not (k in NEUTRAL_TRAIN and v == NEUTRAL_TRAIN[k])}
-        return config_hash({**self.config, "train": train})
+        (how often to checkpoint or log) reuse the cell instead of training the same model again; and
+        without the neutral params at their defaults (ablate.interfaces.neutral): a param added later
+        leaves the keys of the cells stored before it, and their results, in place."""
+        config = {**self.config, "train": {k: v for k, v in self.config["train"].items() if k not in BOOKKEEPING}}
+        for section, defaults in {**self.neutral, "train": NEUTRAL_TRAIN}.items():
+            config[section] = {k: v for k, v in config[section].items() if k not in defaults or defaults[k] != v}
+        return config_hash(config)
 
 
 @dataclass
@@ -154,7 +159,9 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     for arm, config, errs in grid.expand(registry, base, axes, file):
         if errs:
             raise invalid(errs, file)
-        cells += [Cell(config={**config, "seed": seed}, arm=arm, seed=seed) for seed in model.study.seeds]
+        neutral = {k.section: neutral_defaults(registry.get(k.name, config[k.section]["name"]).Params)
+                   for k in KINDS.values() if k.cell}
+        cells += [Cell(config={**config, "seed": seed}, arm=arm, seed=seed, neutral=neutral) for seed in model.study.seeds]
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise StudyError("two grid cells resolve to the same config; remove the duplicate option", file=file, key="grid")
@@ -193,7 +200,7 @@ def _plugin_checks(registry: Registry, samplers: list[dict[str, Any]], metrics: 
     is loaded only when some metric has a check."""
     errors: list[str] = []
     pairs = [("sampler", samplers, "schedule", schedules, lambda table: registry.from_table("schedule", table).diffusion()),
-             ("metric", metrics, "data", datasets, lambda table: registry.from_table("dataset", table).load().spec)]
+             ("metric", metrics, "data", datasets, lambda table: registry.from_table("dataset", table).splits().spec)]
     for kind, specs, section, tables, build in pairs:
         checked = [(i, registry.from_table(kind, spec)) for i, spec in enumerate(specs)
                    if spec and implements(registry.get(kind, spec["name"]), "check")]

