@@ -118,8 +118,8 @@ def section(data: ReportData, final: list[Outcome], by_step: ByStep) -> list[str
     head = [f"{'step ' if label(data, s) != 'final' else ''}{label(data, s)}" for s, _ in by_step]
     lines = ["### Across training", "",
              f"Each declared test repeated on the learning curve ({_setting(data)}; EMA weights) at each evaluated "
-             "step, with Holm over the declared tests at that step and margins from the real-data floor at the "
-             "same count. Each entry: the mean difference (compared minus baseline) and the verdict. \"final\" is "
+             "step, with Holm over the declared tests at that step (a `margin_floor_sd` margin from the real-data "
+             "floor at the same count). Each entry: the mean difference (compared minus baseline) and the verdict. \"final\" is "
              "the final weights at the curve's count; the last column, the verdict at full count (above).", "",
              "| contrast | " + " | ".join(head) + " | full count | over training |",
              "|---|" + "---|" * (len(head) + 2)]
