@@ -83,7 +83,7 @@ def curve_sampler(study: Study) -> dict[str, Any]:
                 study.samplers[0])
 
 
-def headline(metric: Metric) -> bool:
+def headline(metric: Metric | type[Metric]) -> bool:
     """A sample metric that declares a headline key: what the learning curve evaluates at `curve_samples`."""
     return metric.needs_samples and any(spec.role == "headline" for spec in metric.keys.values())
 
