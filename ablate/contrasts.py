@@ -3,22 +3,26 @@
 A `[[contrast]]` table compares arms (under one sampler) or samplers (within an arm) with a baseline
 on one metric key. Each compared label is one test; Holm's correction runs over the declared tests
 only, so picking the "best" arm after seeing the data cannot inflate the claims. Every test uses the
-per-seed differences (arms trained at the same seed share their random numbers). "No difference" is
-claimed only when TOST passes with the declared margin; otherwise the verdict is "inconclusive at n".
-Pairs nobody declared go in a separate table labelled exploratory.
+per-seed differences (arms trained at the same seed share their random numbers). "Better" or "worse"
+needs the paired t-test and the exact sign-flip permutation test to agree, each significant after Holm:
+a parametric test alone can be fooled by a skewed difference, and the permutation test alone cannot
+reach 0.05 with five seeds or fewer. "No difference" is claimed only when TOST passes with the declared
+margin (ablate.margins: absolute, or a multiple of the real-data floor's spread); otherwise the verdict
+is "inconclusive". Pairs nobody declared go in a separate table labelled exploratory.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ablate.errors import AblateError
+from ablate.margins import RELATIVE_REFUSED, Margin, Resolved
 from ablate.stats import (
     Bootstrap,
     PairedT,
@@ -29,8 +33,10 @@ from ablate.stats import (
     paired_t,
     seeds_needed,
     sign_flip,
+    sign_flip_min_seeds,
     tost,
 )
+from ablate.store import REAL_DATA
 
 ALPHA = 0.05
 POWER = 0.8
@@ -48,15 +54,28 @@ class ContrastSpec(BaseModel):
     over: Literal["arm", "sampler"] = Field("arm", description="whether the labels are arms or samplers")
     sampler: str | None = Field(None, description="over = 'arm': the sampler compared under (default: the first)")
     arm: str | None = Field(None, description="over = 'sampler': the arm compared within (default: every arm)")
-    margin: float = Field(..., gt=0, description="equivalence margin of the TOST")
-    relative: bool = Field(True, description="margin as a fraction of the baseline mean (false: absolute units)")
+    margin: float | None = Field(None, gt=0, description="equivalence margin of the TOST, in the metric's units")
+    margin_floor_sd: float | None = Field(None, gt=0, description="the margin as this multiple of the sd over seeds "
+                                          "of the metric's real-data floor (instead of `margin`; resolved by the report)")
+    relative: bool | None = Field(None, exclude=True, description="refused when true: a margin is never a fraction "
+                                  "of the baseline's value")
     name: str = Field("", description="a label for the report")
     expected: Literal["better", "worse", "equivalent"] | None = Field(
         None, description="what a prior finding says of `compare` against `baseline`; the report says whether this agrees")
     source: str = Field("", description="where the prior finding is from (e.g. 'Ho et al. 2020')")
 
+    @field_validator("relative")
+    @classmethod
+    def _not_relative(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError(RELATIVE_REFUSED)
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ContrastSpec:
+        if (self.margin is None) == (self.margin_floor_sd is None):
+            raise ValueError("give the equivalence margin as exactly one of `margin` (absolute, in the metric's units) "
+                             "and `margin_floor_sd` (a multiple of the sd over seeds of the metric's real-data floor)")
         if self.over == "arm" and self.arm is not None:
             raise ValueError("`arm` is for over = \"sampler\"; a contrast of arms picks its sampler with `sampler`")
         if self.over == "sampler" and self.sampler is not None:
@@ -88,8 +107,7 @@ class Comparison:
     key: str
     baseline: Group
     compare: Group
-    margin: float
-    relative: bool
+    margin: Margin
     name: str = ""
     expected: str | None = None
     source: str = ""
@@ -102,19 +120,32 @@ class Comparison:
         return f"{c_sampler} vs {b_sampler} ({self.key}, {b_arm})"
 
 
+def _spec(raw: ContrastSpec | Mapping[str, Any]) -> tuple[ContrastSpec, Margin]:
+    """The spec and its margin. A run recorded before relative margins were refused may hold one: its
+    report tests no equivalence for it and says why."""
+    if isinstance(raw, ContrastSpec):
+        return raw, Margin(raw.margin, raw.margin_floor_sd)
+    table = dict(raw)
+    if table.pop("relative", False):
+        spec = ContrastSpec.model_validate(table)
+        return spec, Margin(legacy=f"the margin was declared as {spec.margin:g} × the baseline's mean, a relative margin, "
+                                   "which is no longer used (rerun with an absolute `margin` or `margin_floor_sd`)")
+    spec = ContrastSpec.model_validate(table)
+    return spec, Margin(spec.margin, spec.margin_floor_sd)
+
+
 def expand(specs: Iterable[ContrastSpec | Mapping[str, Any]], arms: Sequence[str], samplers: Sequence[str]) -> list[Comparison]:
     """Concrete tests: one per compared label, and one per arm for a sampler contrast without `arm`."""
     out = []
     for raw in specs:
-        spec = raw if isinstance(raw, ContrastSpec) else ContrastSpec.model_validate(raw)
+        spec, margin = _spec(raw)
         if spec.over == "arm":
             sampler = spec.sampler if spec.sampler is not None else samplers[0]
             pairs = [((spec.baseline, sampler), (c, sampler)) for c in spec.compare]
         else:
             within = [spec.arm] if spec.arm is not None else list(arms)
             pairs = [((a, spec.baseline), (a, c)) for a in within for c in spec.compare]
-        out += [Comparison(spec.metric, b, c, spec.margin, spec.relative, spec.name, spec.expected, spec.source)
-                for b, c in pairs]
+        out += [Comparison(spec.metric, b, c, margin, spec.name, spec.expected, spec.source) for b, c in pairs]
     return out
 
 
@@ -131,9 +162,11 @@ class Outcome:
     flip: SignFlip
     boot: Bootstrap
     equivalence: Tost
-    margin: float  # in the key's units
-    p_holm: float
-    needed: int | None
+    margin: Resolved  # in the key's units
+    p_holm: float  # the paired t's p after Holm over the declared tests
+    flip_holm: float  # the permutation test's p after Holm over the same tests
+    needed: int | None  # seeds for 80% power of the paired t at a difference equal to the margin
+    family: int = 1  # declared tests in the Holm family
 
     @property
     def n(self) -> int:
@@ -141,18 +174,41 @@ class Outcome:
 
     @property
     def significant(self) -> bool:
+        """The paired t after Holm (the permutation test must agree for a verdict: `kind`)."""
         return math.isfinite(self.p_holm) and self.p_holm < ALPHA
 
     @property
-    def verdict(self) -> str:
-        d = self.paired.mean
-        if self.significant:
+    def flip_significant(self) -> bool:
+        return math.isfinite(self.flip_holm) and self.flip_holm < ALPHA
+
+    @property
+    def kind(self) -> str:
+        """better / worse (higher / lower for a key without direction) when both tests are significant (they
+        test the same mean difference, so they agree in sign); else equivalent when TOST passes; else
+        disagree when only one test is significant; else inconclusive."""
+        if self.significant and self.flip_significant:
+            d = self.paired.mean
             if self.direction == "none":
                 return "higher" if d > 0 else "lower"
             return "better" if (d < 0) == (self.direction == "lower") else "worse"
         if self.equivalence.equivalent(ALPHA):
-            return "equivalent within margin"
-        return f"inconclusive at n = {self.n}"
+            return "equivalent"
+        return "disagree" if self.significant or self.flip_significant else "inconclusive"
+
+    @property
+    def decided(self) -> bool:
+        return self.kind not in ("disagree", "inconclusive")
+
+    @property
+    def verdict(self) -> str:
+        return {"equivalent": "equivalent within margin",
+                "disagree": "inconclusive: the paired t and the permutation test disagree",
+                "inconclusive": f"inconclusive at n = {self.n}"}.get(self.kind, self.kind)
+
+    @property
+    def min_seeds(self) -> int:
+        """The fewest seeds with which the permutation test can be significant after Holm in this family."""
+        return sign_flip_min_seeds(ALPHA, self.family)
 
 
 def paired_values(frame: pd.DataFrame, key: str, baseline: Group, compare: Group) -> tuple[list[int], list[float], list[float]]:
@@ -169,155 +225,34 @@ def paired_values(frame: pd.DataFrame, key: str, baseline: Group, compare: Group
     return [int(s) for s in seeds], [float(b[s]) for s in seeds], [float(c[s]) for s in seeds]
 
 
+def floor_values(frame: pd.DataFrame, key: str, arm: str) -> list[float]:
+    """The real-data floor of `key` over seeds for an arm's data: what `margin_floor_sd` multiplies the sd of."""
+    rows = frame[(frame.key == key) & (frame.arm == arm) & (frame.sampler == REAL_DATA)]
+    return [float(v) for v in rows.value if v is not None and math.isfinite(v)]
+
+
 def _analyse(frame: pd.DataFrame, comp: Comparison, direction: Direction) -> Outcome:
     seeds, base, comp_values = paired_values(frame, comp.key, comp.baseline, comp.compare)
     diffs = [c - b for b, c in zip(base, comp_values, strict=True)]
     base_mean = sum(base) / len(base) if base else math.nan
-    margin = comp.margin * abs(base_mean) if comp.relative else comp.margin
+    margin = comp.margin.resolve(comp.key, floor_values(frame, comp.key, comp.baseline[0]))
     paired = paired_t(diffs)
     return Outcome(comp, direction, tuple(seeds), base_mean, sum(comp_values) / len(comp_values) if seeds else math.nan,
-                   paired, sign_flip(diffs), bootstrap_ci(diffs), tost(diffs, margin), margin, math.nan,
-                   seeds_needed(paired.std, margin, POWER, ALPHA))
+                   paired, sign_flip(diffs), bootstrap_ci(diffs), tost(diffs, margin.value), margin, math.nan, math.nan,
+                   seeds_needed(paired.std, margin.value, POWER, ALPHA))
 
 
 def evaluate(frame: pd.DataFrame, specs: Iterable[ContrastSpec | Mapping[str, Any]], directions: Mapping[str, Direction],
              arms: Sequence[str] | None = None, samplers: Sequence[str] | None = None) -> list[Outcome]:
     """Paired analysis of every declared test, Holm-adjusted over the declared tests only.
 
-    frame: columns arm, sampler, seed, key, value (final results); arms/samplers: study order
-    (default: order of appearance in the frame). A key missing from `directions` has direction "none".
+    frame: columns arm, sampler, seed, key, value (the results at one sample count, with their real-data
+    floor rows, which `margin_floor_sd` reads); arms/samplers: study order (default: order of appearance
+    in the frame). A key missing from `directions` has direction "none".
     """
     arms = list(arms) if arms is not None else list(dict.fromkeys(frame.arm))
     samplers = list(samplers) if samplers is not None else list(dict.fromkeys(frame.sampler))
     outcomes = [_analyse(frame, c, directions.get(c.key, "none")) for c in expand(specs, arms, samplers)]
-    adjusted = holm([o.paired.p for o in outcomes])
-    return [replace(o, p_holm=q) for o, q in zip(outcomes, adjusted, strict=True)]
-
-
-# Text: markdown lines for the report.
-
-
-def fmt(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "–"
-    return f"{x:.3g}" if abs(x) < 1000 else f"{x:.4g}"
-
-
-def fmt_p(p: float) -> str:
-    return "–" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def _p_is(p: float) -> str:
-    """'p = 0.012' / 'p < 0.001' for running text."""
-    text = fmt_p(p)
-    return f"p {text}" if text.startswith("<") else f"p = {text}"
-
-
-def _ci(low: float, high: float) -> str:
-    return f"{fmt(low)} to {fmt(high)}"
-
-
-def contrast_table(outcomes: Sequence[Outcome]) -> list[str]:
-    """One row per declared test: difference (compare - baseline) with its t and bootstrap intervals, p-values, verdict."""
-    lines = ["| contrast | n | baseline | compared | difference [95% t CI] | bootstrap 95% CI | paired t p | Holm p "
-             "| permutation p | TOST p (margin) | verdict |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for o in outcomes:
-        c = o.comparison
-        lines.append(f"| {c.name + ': ' if c.name else ''}{c.title} | {o.n} | {fmt(o.baseline_mean)} | {fmt(o.compare_mean)} | "
-                     f"{fmt(o.paired.mean)} [{_ci(o.paired.low, o.paired.high)}] | {_ci(o.boot.low, o.boot.high)} | "
-                     f"{fmt_p(o.paired.p)} | {fmt_p(o.p_holm)} | {fmt_p(o.flip.p)} | "
-                     f"{fmt_p(o.equivalence.p)} (±{fmt(o.margin)}) | {o.verdict} |")
-    return lines
-
-
-def _reach(flip: SignFlip) -> str:
-    if flip.n == 0 or flip.can_reach:
-        return ""
-    return (f"; with {flip.n} seeds the {2 ** flip.n} sign flips cannot give p below {fmt(flip.min_p)}, "
-            f"so the permutation test cannot reach {ALPHA} whatever the data")
-
-
-def conclusion(o: Outcome) -> str:
-    """One sentence answering a declared test: direction, size with CI, paired and permutation p, verdict."""
-    c = o.comparison
-    (b_arm, b_sampler), (c_arm, c_sampler) = c.baseline, c.compare
-    base, comp = (b_arm, c_arm) if b_sampler == c_sampler else (b_sampler, c_sampler)
-    head = f"**{c.name or c.title}**: "
-    if o.n < 2:
-        return head + f"{o.n} paired seed{'s' if o.n != 1 else ''}, too few for a test; verdict: {o.verdict}."
-    d = o.paired.mean
-    side = "higher" if d > 0 else "lower" if d < 0 else "no different"
-    better = {"lower": ", lower is better", "higher": ", higher is better"}.get(o.direction, "")
-    size = f"{c.key} {side} than {base} by {fmt(abs(d))}" if d else f"{c.key} equal to {base} at every seed"
-    tail = ""
-    if o.significant and o.equivalence.equivalent(ALPHA):
-        tail = f", though within the equivalence margin ±{fmt(o.margin)}"
-    elif o.verdict.startswith("inconclusive"):
-        tail = f": neither a difference nor equivalence within ±{fmt(o.margin)} is shown (TOST p {fmt_p(o.equivalence.p)})"
-    return (head + f"{comp} has {size} (mean difference {fmt(d)}, 95% CI {_ci(o.paired.low, o.paired.high)}; "
-            f"bootstrap {_ci(o.boot.low, o.boot.high)}; n = {o.n} seeds{better}); paired t {_p_is(o.paired.p)} "
-            f"(Holm {_p_is(o.p_holm)}), permutation {_p_is(o.flip.p)}{_reach(o.flip)}. "
-            f"Verdict: {o.verdict}{tail}.{agreement(o)}")
-
-
-def agreement(o: Outcome) -> str:
-    """' It agrees with Ho et al. 2020 (...)': the verdict against the declared prior finding, if any."""
-    c = o.comparison
-    if c.expected is None:
-        return ""
-    expected = "equivalent within margin" if c.expected == "equivalent" else c.expected
-    said = f"{c.source or 'the prior finding'}, which found it {c.expected}"
-    if o.verdict == expected:
-        return f" This agrees with {said}."
-    if o.verdict.startswith("inconclusive"):
-        return f" This neither confirms nor contradicts {said}."
-    return f" This disagrees with {said}."
-
-
-def seeds_sentence(o: Outcome) -> str:
-    """How many seeds would detect a difference equal to the margin, at 80% power, from the observed spread."""
-    head = f"**{o.comparison.name or o.comparison.title}**: "
-    if o.needed is None:
-        return head + "the seeds needed cannot be estimated (fewer than 2 paired seeds, or no margin)."
-    return (head + f"detecting a difference of {fmt(o.margin)} (the margin) with {POWER:.0%} power at alpha {ALPHA} "
-            f"(two-sided paired t) takes about {o.needed} seeds, given the observed SD of the differences "
-            f"{fmt(o.paired.std)} (this study has {o.n}).")
-
-
-def per_seed_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | None = None) -> list[str]:
-    """Each seed's value of `key` per arm and sampler, so a reader can redo any test."""
-    rows = frame[frame.key == key]
-    groups = list(groups) if groups is not None else list(dict.fromkeys(zip(rows.arm, rows.sampler, strict=True)))
-    seeds = sorted({int(s) for s in rows.seed})
-    lines = [f"| arm | sampler | {' | '.join(f'seed {s}' for s in seeds)} |", "|---|---|" + "---|" * len(seeds)]
-    for arm, sampler in groups:
-        values = rows[(rows.arm == arm) & (rows.sampler == sampler)].set_index("seed").value
-        lines.append(f"| {arm} | {sampler} | " + " | ".join(fmt(values.get(s)) for s in seeds) + " |")
-    return lines
-
-
-def exploratory_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | None = None,
-                      declared: Iterable[Outcome] = (), keep: Callable[[Group, Group], bool] | None = None) -> list[str]:
-    """Paired tests of the pairs of (arm, sampler) groups that differ in one factor (same arm or same
-    sampler) and were not declared as a contrast, labelled exploratory.
-
-    Holm runs over these pairs as a family of their own; none of them is a claim of the study.
-    """
-    rows = frame[frame.key == key]
-    groups = list(groups) if groups is not None else list(dict.fromkeys(zip(rows.arm, rows.sampler, strict=True)))
-    skip = {frozenset((o.comparison.baseline, o.comparison.compare)) for o in declared if o.comparison.key == key}
-    pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1:]
-             if (a[0] == b[0] or a[1] == b[1]) and frozenset((a, b)) not in skip and (keep is None or keep(a, b))]
-    results = []
-    for a, b in pairs:
-        _, va, vb = paired_values(frame, key, a, b)
-        diffs = [y - x for x, y in zip(va, vb, strict=True)]
-        results.append((paired_t(diffs), sign_flip(diffs)))
-    adjusted = holm([t.p for t, _ in results])
-    lines = [f"Exploratory (not declared as contrasts; Holm over these {len(pairs)} pairs only): paired differences "
-             f"in {key}, B - A, over the seeds both have.", "",
-             "| A | B | n | B - A [95% t CI] | paired t p | Holm p | permutation p |", "|---|---|---|---|---|---|---|"]
-    for (a, b), (t, flip), q in zip(pairs, results, adjusted, strict=True):
-        lines.append(f"| {a[0]} / {a[1]} | {b[0]} / {b[1]} | {t.n} | {fmt(t.mean)} [{_ci(t.low, t.high)}] | "
-                     f"{fmt_p(t.p)} | {fmt_p(q)} | {fmt_p(flip.p)} |")
-    return lines
+    t_holm, flip_holm = holm([o.paired.p for o in outcomes]), holm([o.flip.p for o in outcomes])
+    return [replace(o, p_holm=q, flip_holm=f, family=len(outcomes))
+            for o, q, f in zip(outcomes, t_holm, flip_holm, strict=True)]

@@ -3,7 +3,12 @@
 What makes the numbers comparable: samples are scored as they would be saved (clamped and 8-bit
 quantised for images); every sampler of every arm at one seed starts from the same x_T and draws
 the same noise stream (common random numbers, so comparisons are paired); and every sample metric
-is also computed on real images at the same count, the floor printed beside the models' numbers.
+is also computed on real images at the same count, the floor printed beside the models' numbers, drawn
+afresh at each seed so that its spread over seeds is the metric's own noise at that count.
+
+Learning curves (`eval.at_steps`): the cheap metrics at each step, and with `eval.curve_samples` the sample
+metrics that declare a headline key, at that smaller count under one sampler; the final weights get the same
+small-count evaluation (at step = train.steps, beside the full-count FINAL row) with its own floor.
 """
 
 from __future__ import annotations
@@ -64,6 +69,27 @@ def _seed(*parts: object) -> int:
     return int(hashlib.sha256(repr(parts).encode()).hexdigest()[:15], 16)
 
 
+def floor_images(other: Tensor, n: int, seed: int) -> Tensor:
+    """The floor's n real images: a draw that differs between seeds (every arm at one seed gets the same one),
+    so the floor's spread over seeds is what re-drawing real images moves the metric by. All of the split
+    when it has no more than n."""
+    if other.shape[0] <= n:
+        return other
+    gen = torch.Generator().manual_seed(_seed(seed, "floor") % 2**63)
+    return other[torch.randperm(other.shape[0], generator=gen)[:n]]
+
+
+def curve_sampler(study: Study) -> dict[str, Any]:
+    """The sampler of the headline's learning curve: `eval.curve_sampler` (a label), else the first."""
+    return next((s for s in study.samplers if study.registry.label("sampler", s) == study.eval.curve_sampler),
+                study.samplers[0])
+
+
+def headline(metric: Metric | type[Metric]) -> bool:
+    """A sample metric that declares a headline key: what the learning curve evaluates at `curve_samples`."""
+    return metric.needs_samples and any(spec.role == "headline" for spec in metric.keys.values())
+
+
 def samples_path(run_dir: Path, sampler: str) -> Path:
     return run_dir / f"samples-{hashlib.sha1(sampler.encode()).hexdigest()[:10]}.pt"
 
@@ -101,8 +127,10 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     """Run the missing sampler x metric pairs of a cell's weights; returns one short summary per new result.
     Each pair is a unit (ablate.faults): a plugin that raises or returns a bad result fails only its own.
 
-    step/weights: which weights these are (the final EMA ones by default); at an intermediate step
-    only the cheap metrics run, and the real-data floor and sample grids belong to the final weights."""
+    step/weights: which weights these are (the final EMA ones by default). At a learning-curve step only the
+    cheap metrics run (before the last step: the final evaluation has them), and with `eval.curve_samples` the
+    headline sample metrics at that count under the curve sampler, with their floor at the last step. The
+    full-count floor and the sample grids belong to the final weights."""
     registry = study.registry
     final = step == FINAL and weights == "ema"
     device = pick_device(config["train"]["device"])
@@ -114,9 +142,16 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     if clip:
         denoiser = ClippedDenoiser(denoiser, diffusion)
     metrics = [(registry.label("metric", m), registry.from_table("metric", m)) for m in study.metrics]
-    n = max([m.params.num_samples for _, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
+    counts = {name: m.params.num_samples for name, m in metrics}
+    curve = registry.label("sampler", curve_sampler(study)) if step != FINAL and study.eval.curve_samples else None
+    floors = final
     if step != FINAL:
-        metrics = [(name, m) for name, m in metrics if m.cheap]
+        last = step >= config["train"]["steps"]
+        heads = {name for name, m in metrics if curve and headline(m)}
+        counts |= {name: min(study.eval.curve_samples or 0, counts[name]) for name in heads}
+        metrics = [(name, m) for name, m in metrics if (m.cheap and not last) or name in heads]
+        floors = bool(heads) and last
+    n = max([counts[name] for name, m in metrics if m.needs_samples] + [study.eval.grid_samples if final else 0])
     units = Units(store, key, registry, [(k.name, config[k.section]["name"]) for k in KINDS.values() if k.cell], step, weights)
 
     def done(sampler: str, name: str) -> bool:
@@ -138,14 +173,15 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
             units.score(NO_SAMPLER, name, metric, (None, data.test, context(name)), metric.params.num_samples, None)
 
     for name, metric in metrics:  # the floor: real images in place of samples, at the same count
-        if final and metric.needs_samples and not done(REAL_DATA, name):
+        if floors and metric.needs_samples and not done(REAL_DATA, name):
             real, other = real_for(metric)
-            floor = other[: metric.params.num_samples]
+            floor = floor_images(other, counts[name], config["seed"])
             units.score(REAL_DATA, name, metric, (floor, real, context(name)), floor.shape[0], 0)
 
     for spec in study.samplers:
         s_label = registry.label("sampler", spec)
-        todo = [(name, m) for name, m in metrics if m.needs_samples and not done(s_label, name)]
+        todo = [(name, m) for name, m in metrics if m.needs_samples and not done(s_label, name)
+                and (step == FINAL or m.cheap or s_label == curve)]
         grid_file = samples_path(run_dir, s_label)
         want_grid = final and study.eval.grid_samples > 0 and not grid_file.exists()
         halves_file = halves.samples_path(run_dir, s_label)
@@ -171,7 +207,7 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
         if want_grid:
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)
         for m_label, metric in todo:
-            k = metric.params.num_samples
+            k = counts[m_label]
             real, _ = real_for(metric)
             if units.score(s_label, m_label, metric, (samples[:k], real, context(s_label)), k, nfe, seconds * k / n):
                 units.summary[-1] += f" ({nfe} NFE)"

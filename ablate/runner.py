@@ -31,7 +31,7 @@ from torch import nn
 from ablate import halves
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
-from ablate.evaluate import evaluate_cell, samples_path
+from ablate.evaluate import curve_sampler, evaluate_cell, headline, samples_path
 from ablate.faults import blame, failure_lines, isolated, storage_failure
 from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
@@ -327,6 +327,9 @@ def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, 
             results += learning_curve(step, weights.eval())
     results += evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
                              runs_dir / "cache", progress)
+    if _curve_end(study, cell) is not None:  # the headline curve's last point: the final weights at the curve's count
+        results += evaluate_cell(cell.key, cell.config, study, parts, data, module, run_dir, store,
+                                 runs_dir / "cache", False, cell.config["train"]["steps"])
     ckpt = load_checkpoint(run_dir / "checkpoint.pt", device) if study.eval.raw_weights and parts.model.trainable else None
     if ckpt is not None:  # the live (non-EMA) weights of the last step, saved beside the EMA ones
         raw = copy.deepcopy(module)
@@ -356,10 +359,26 @@ def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, in
     return [unit for unit in store.failures(cell.key) if unit[0] in samplers and unit[1] in metrics]
 
 
+def _curve_end(study: Study, cell: Cell) -> int | None:
+    """The step of the headline curve's final point (train.steps), or None when the study has no headline
+    curve for this cell (no `eval.curve_samples`, or no `eval.at_steps` inside its training)."""
+    steps = cell.config["train"]["steps"]
+    if study.eval.curve_samples is None or not any(0 < s < steps for s in study.eval.at_steps):
+        return None
+    return steps
+
+
 def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path) -> bool:
     if _failures(study, cell, store) or not halves.drawn(study, cell, runs_dir):
         return False
     labels = evaluated_labels(study)
+    end = _curve_end(study, cell)
+    if end is not None:
+        curve = study.registry.label("sampler", curve_sampler(study))
+        heads = [m_label for m, m_label in zip(study.metrics, labels["metrics"], strict=True)
+                 if headline(study.registry.get("metric", m["name"]))]
+        if not all(store.eval_done(cell.key, s, m, end) for m in heads for s in (curve, REAL_DATA)):
+            return False
     weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)
     for m, m_label in zip(study.metrics, labels["metrics"], strict=True):
         needs_samples = study.registry.get("metric", m["name"]).needs_samples

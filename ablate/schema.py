@@ -55,6 +55,12 @@ class EvalConfig(_Strict):
     raw_weights: bool = Field(False, description="also evaluate the raw (non-EMA) final weights")
     at_steps: list[int] = Field([], description="training steps at which the cheap metrics are also evaluated "
                                 "(learning curves), with the EMA weights of that step")
+    curve_samples: int | None = Field(None, ge=2, description="with at_steps: also evaluate the sample metrics that "
+                                      "declare a headline key at each of those steps, at this many samples (capped at "
+                                      "the metric's num_samples), under one sampler; the final weights too, stored at "
+                                      "step = train.steps. Unset: only the cheap metrics")
+    curve_sampler: str | None = Field(None, description="the sampler label of the headline's learning curve "
+                                      "(default: the first [[sampler]])")
 
 
 def _section(kind: Any) -> tuple[Any, Any]:

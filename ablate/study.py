@@ -18,7 +18,7 @@ import torch
 from pydantic import ValidationError
 
 from ablate import grid
-from ablate.contrasts import ContrastSpec, check
+from ablate.contrasts import ALPHA, ContrastSpec, check, expand
 from ablate.errors import AblateError, StudyError, StudyNote
 from ablate.interfaces import KINDS, neutral_defaults
 from ablate.overrides import apply_profile, apply_set, mark_set_errors
@@ -33,6 +33,7 @@ from ablate.schema import (
     study_model,
     validate_plugin,
 )
+from ablate.stats import sign_flip_min_seeds
 from ablate.store import REAL_DATA
 from ablate.studyfile import read_toml
 
@@ -168,6 +169,9 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     errors = _plugin_checks(registry, sections["sampler"], sections["metric"], [c.config["schedule"] for c in cells],
                             [c.config["data"] for c in cells])
     errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
+    samplers = [registry.label("sampler", s) for s in sections["sampler"]]
+    if model.eval.curve_sampler is not None and model.eval.curve_sampler not in samplers:
+        errors.append(f"eval.curve_sampler: no sampler {model.eval.curve_sampler!r} in this study; samplers: {', '.join(samplers)}")
     if errors:
         raise invalid(errors, file)
     for note in notes:
@@ -175,9 +179,24 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     for schedule in {json.dumps(c.config["schedule"], sort_keys=True): c.config["schedule"] for c in cells}.values():
         _warn_if_not_noise(registry, schedule, file)
     contrasts = _contrasts(model.contrast, cells, sections, registry, file)
+    _warn_if_few_seeds(model.study.seeds, contrasts, cells, samplers, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, eval=model.eval, plugin_files=plugin_files, registry=registry, contrasts=contrasts,
                  sections=sections, companions=model.study.companions)
+
+
+def _warn_if_few_seeds(seeds: list[int], contrasts: list[dict[str, Any]], cells: list[Cell], samplers: list[str],
+                       file: str) -> None:
+    """A verdict of better or worse needs the exact sign-flip test to agree with the paired t; with n seeds its
+    smallest p is 2/2^n (times the number of declared tests, after Holm), which may never reach alpha."""
+    tests = len(expand(contrasts, list(dict.fromkeys(c.arm for c in cells)), [*samplers, REAL_DATA]))
+    least = sign_flip_min_seeds(ALPHA, tests)
+    n = len(set(seeds))
+    if tests and n < least:
+        holm = f", times {tests} after Holm over the {tests} declared tests" if tests > 1 else ""
+        warnings.warn(f"{file}: study.seeds: {n} seeds are too few for any verdict of better or worse: the exact sign-flip "
+                      f"permutation test, which must agree with the paired t, cannot give p below 2/2^{n} = {2 / 2**n:.3g}"
+                      f"{holm}, so it cannot reach {ALPHA}; use at least {least} seeds", stacklevel=3)
 
 
 def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:

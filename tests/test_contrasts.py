@@ -15,14 +15,13 @@ from pydantic import ValidationError
 from scipy import stats as sps
 
 from ablate import StudyError
-from ablate.contrasts import (
-    ContrastSpec,
+from ablate.contrasts import ContrastSpec, evaluate, expand
+from ablate.report.contrast_text import (
     conclusion,
     contrast_table,
-    evaluate,
-    expand,
     exploratory_table,
     per_seed_table,
+    seed_caveat,
     seeds_sentence,
 )
 from ablate.store import Store
@@ -54,6 +53,11 @@ def test_spec_rejects_unknown_keys_and_contradictions():
         ContrastSpec.model_validate(spec(compare=["a", "b"]))
     with pytest.raises(ValidationError, match="greater than 0"):
         ContrastSpec.model_validate(spec(margin=0))
+    with pytest.raises(ValidationError, match="exactly one of `margin`"):
+        ContrastSpec.model_validate(spec(margin_floor_sd=2.0))
+    with pytest.raises(ValidationError, match="relative to the baseline's value is not accepted"):
+        ContrastSpec.model_validate(spec(relative=True))
+    assert "relative" not in ContrastSpec.model_validate(spec(relative=False)).model_dump()  # false: absolute, as always
 
 
 def test_expand_one_test_per_label_and_per_arm():
@@ -89,20 +93,19 @@ def test_large_difference_is_significant_at_eight_seeds():
     assert sps.ttest_ind(worse, base, equal_var=False).pvalue > 100 * ref.pvalue
 
 
-def test_three_seeds_say_the_permutation_test_cannot_reach_005():
+def test_three_seeds_say_the_permutation_test_cannot_reach_005_once():
     f = frame({("a", "s"): [10.0, 11.0, 12.5], ("b", "s"): [12.0, 13.2, 14.4]})
     (o,) = evaluate(f, [spec()], {"fid": "lower"})
     assert o.flip.p == pytest.approx(0.25) and not o.flip.can_reach
-    assert "the 8 sign flips cannot give p below 0.25, so the permutation test cannot reach 0.05" in conclusion(o)
+    assert "2/2^3 = 0.25, so it cannot reach 0.05" in seed_caveat([o]) and "2/2^3" not in conclusion(o)
+    assert "That takes at least 6 seeds." in seed_caveat([o])
 
 
-def test_inconclusive_wording_and_relative_margin():
+def test_inconclusive_wording_with_an_absolute_margin():
     f = frame({("a", "s"): [10.0, 12.0, 11.0], ("b", "s"): [11.0, 11.0, 12.5]})
     (o,) = evaluate(f, [spec(margin=0.05)], {"fid": "lower"})
-    assert o.margin == pytest.approx(0.05 * 11.0)  # relative: a fraction of the baseline mean
+    assert o.margin.value == 0.05 and o.margin.how == "absolute, in the metric's units"
     assert o.verdict == "inconclusive at n = 3"
-    (absolute,) = evaluate(f, [spec(margin=0.05, relative=False)], {"fid": "lower"})
-    assert absolute.margin == 0.05
     text = "\n".join([*contrast_table([o]), conclusion(o), seeds_sentence(o), *exploratory_table(f, "fid")])
     assert "inconclusive at n = 3" in text and "indistinguishable" not in text
 
@@ -210,7 +213,7 @@ def test_contrasts_are_resolved_and_recorded_in_the_run(tmp_path):
     path.write_text(STUDY)
     study = load_study(path)
     assert study.contrasts == [{"metric": "nll", "baseline": "epsilon", "compare": ["x0"], "over": "arm",
-                                "sampler": "ancestral", "arm": None, "margin": 0.1, "relative": True, "name": "",
+                                "sampler": "ancestral", "arm": None, "margin": 0.1, "margin_floor_sd": None, "name": "",
                                 "expected": None, "source": ""}]
     run_study(path, runs_dir=tmp_path / "runs", progress=False)
     store = Store(tmp_path / "runs" / "ablate.db")

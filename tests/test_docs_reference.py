@@ -35,9 +35,11 @@ def test_train_and_eval_blocks_show_the_defaults():
     raw = tomllib.loads(example())
     assert raw["train"] == TrainConfig().model_dump()
     defaults = EvalConfig().model_dump()
-    assert defaults.pop("clip_x0") is None  # unset means "by data": TOML has no null, so it is a comment
-    assert raw["eval"] == defaults
-    assert re.search(r"^# clip_x0 = ", example(), re.M)
+    unset = [k for k, v in defaults.items() if v is None]  # TOML has no null: an unset default is a comment
+    assert set(unset) == {"clip_x0", "curve_samples", "curve_sampler"}
+    assert raw["eval"] == {k: v for k, v in defaults.items() if v is not None}
+    for name in unset:
+        assert re.search(rf"^# {name} = ", example(), re.M), name
 
 
 def test_eval_table_lists_every_field_with_its_default():

@@ -24,7 +24,7 @@ def _data(arms: dict[str, dict[str, list[float]]], nfe: dict[str, int]) -> Repor
         for seed in range(len(next(iter(by_sampler.values())))):
             cell = f"{a}-{seed}"
             cells.append({"cell": cell, "arm": arm, "seed": seed, "config": json.dumps({"seed": seed}), "status": "done",
-                          "reason": None, "train_seconds": 1.0, "num_params": 10})
+                          "reason": None, "train_seconds": 1.0, "num_params": 10, "step": 3000})
             for sampler, fids in by_sampler.items():
                 results.append({"arm": arm, "seed": seed, "cell": cell, "sampler": sampler, "metric": "fid", "key": "fid",
                                 "value": fids[seed], "num_samples": 100, "nfe": nfe[sampler], "seconds": 1.0})
@@ -43,11 +43,24 @@ ONE_ARM = _data({"default": {s: [10.0 ** (1 + i * 0.7) * f for f in (0.95, 1.0, 
 FOUR_ARMS = _data({"a": {"ancestral": [300.0, 310.0]}, "b": {"ancestral": [1.0, 40.0]},
                    "x0 + eps_equivalent": {"ancestral": [5000.0, 5200.0]}, "d": {"ancestral": [900.0, 950.0]}},
                   {"ancestral": 1000})
+def _with_curve(data: ReportData) -> ReportData:
+    """The headline's learning curve: fid at 50 samples at steps 500, 1000 and the final 3000, and its floor."""
+    rows = [{**r, "step": step, "weights": "ema", "num_samples": 50, "value": r["value"] * (1 + 1000 / step)}
+            for r in data.results.to_dict("records") if r["sampler"] == "ancestral" for step in (500, 1000, 3000)]
+    rows += [{**rows[0], "arm": arm, "seed": seed, "sampler": "real data (held-out)", "step": 3000, "value": 2.0 + seed}
+             for arm in data.arms for seed in range(2)]
+    data.extra = pd.DataFrame(rows)
+    return data
+
+
+CURVE = _with_curve(_data({"a": {"ancestral": [300.0, 310.0]}, "x0 + eps_equivalent": {"ancestral": [500.0, 520.0]}},
+                          {"ancestral": 1000}))
 FIGURES = {
     "one arm, metric vs NFE": lambda: plots.metric_figure(ONE_ARM, "fid"),
     "four arms, metric by arm": lambda: plots.metric_figure(FOUR_ARMS, "fid"),
     "x0 error": lambda: plots.x0_error_figure(FOUR_ARMS),
     "losses": lambda: plots.loss_figure(FOUR_ARMS),
+    "headline learning curve": lambda: plots.headline_curve_figure(CURVE),
 }
 
 
@@ -93,3 +106,14 @@ def test_log_axes_label_more_than_the_powers_of_ten():
     low, high = ax.get_ylim()
     labelled = [t for t in ax.get_yticklabels() if t.get_text() and low <= t.get_position()[1] <= high]
     assert len(labelled) >= 4, [t.get_text() for t in labelled]  # losses 0.15 .. 4.15: 0.2, 0.5, 1, 2 at least
+
+
+def test_the_headline_learning_curve_has_a_point_per_step_and_the_floor():
+    plot, fig = _drawn(FIGURES["headline learning curve"])
+    ax = fig.axes[0]
+    assert plot.file == "learning_curves.png"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["500", "1000", "3000\n(final)"]
+    assert _legend_texts(fig) == ["real data (held-out), same count", "a", "x0 + eps_equivalent"]
+    floor = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(floor) == 1 and floor[0].get_ydata()[0] == 2.5  # the mean floor over seeds at the curve's count
+    assert "at 50 samples" in ax.get_ylabel() and "training step" in ax.get_xlabel()

@@ -6,13 +6,11 @@ nothing else; and trackers are not part of any cell key.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
 import sqlite3
 import sys
-import tomllib
 from collections import Counter
 from pathlib import Path
 
@@ -312,27 +310,6 @@ def test_a_tracker_is_not_part_of_the_cell(tmp_path):
     assert [c.key for c in with_trackers.cells] == [c.key for c in plain.cells]
     assert all("tracker" not in c.config for c in with_trackers.cells)
 
-
-# sha256 of the space-joined cell keys of each committed study and profile, before trackers existed
-CELL_KEYS = {
-    ("eps_vs_x0", None): "3ac7b90dc1094a55", ("eps_vs_x0", "cpu"): "9764b22b13f5ec81",
-    ("eps_vs_x0", "quick"): "e6e4a79f3ac9f490", ("eps_vs_x0", "gpu"): "7c410f6b81323e13",
-    ("one_step_vs_ancestral", None): "d749952c7e56d9a9", ("one_step_vs_ancestral", "cpu"): "f07eb5c583b95785",
-    ("one_step_vs_ancestral", "quick"): "0e918899ffec2c4f", ("one_step_vs_ancestral", "gpu"): "5dcb829b4c22ad51",
-    ("x0_vs_eps_by_dimension", None): "aefbe73f5a6af078", ("x0_vs_eps_by_dimension", "cpu"): "aefbe73f5a6af078",
-    ("x0_vs_eps_by_dimension", "quick"): "a88534e3e29fc03d",
-    ("x0_vs_eps_by_dimension_oracle", None): "d822a6aa1faed574", ("x0_vs_eps_by_dimension_oracle", "cpu"): "d822a6aa1faed574",
-    ("x0_vs_eps_by_dimension_oracle", "quick"): "b18d2f2662cb6094",
-}
-
-
-@pytest.mark.parametrize(("study", "profile"), sorted(CELL_KEYS, key=str))
-def test_the_committed_studies_keep_their_cell_keys(study, profile):
-    """Adding the tracker kind changed no cell key, so no stored result of these studies is orphaned."""
-    path = ROOT / "studies" / f"{study}.toml"
-    assert profile is None or profile in tomllib.loads(path.read_text())["profiles"]
-    keys = [c.key for c in load_study(path, profile).cells]
-    assert hashlib.sha256(" ".join(keys).encode()).hexdigest()[:16] == CELL_KEYS[(study, profile)]
 
 
 def test_a_tracker_table_is_validated_with_the_study(tmp_path):

@@ -108,11 +108,24 @@ class ReportData:
 
     def interval(self, arm: str, sampler: str, key: str) -> Summary:
         """Mean and 95% interval over seeds; a non-negative key's interval never goes below zero."""
-        values = self.values(arm, sampler, key)
+        return self.interval_of(key, self.values(arm, sampler, key))
+
+    def interval_of(self, key: str, values: list[float]) -> Summary:
+        """Mean and 95% interval of some values of `key` (clipped at zero for a non-negative key)."""
         if not self.spec(key)["nonnegative"] or len(values) < 2:
             return mean_ci(values)
         ci = clipped_bootstrap(values)
         return Summary(ci.n, ci.center, math.nan, ci.low, ci.high)
+
+    @cached_property
+    def curve(self) -> pd.DataFrame:
+        """The learning curve of the headline (`eval.curve_samples`): headline keys of the sample metrics at each
+        evaluated step (EMA weights, one sampler, the smaller count; the final weights at step = train.steps),
+        and their real-data floor at the same count (stored at step = train.steps)."""
+        if self.extra.empty:
+            return self.extra
+        rows = self.extra[(self.extra.weights == "ema") & (self.extra.step != FINAL) & (self.extra.sampler != NO_SAMPLER)]
+        return rows[rows.key.map(lambda k: self.spec(k)["role"] == "headline")]
 
     @cached_property
     def floors(self) -> pd.DataFrame:

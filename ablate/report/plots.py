@@ -29,8 +29,8 @@ def draw(data: ReportData, folder: Path) -> list[Plot]:
     plots = []
     builders = [lambda: metric_figure(data, data.primary) if data.primary else None,
                 lambda: axis_figure(data, data.primary) if data.primary else None,
-                lambda: x0_error_figure(data), lambda: learning_figure(data), lambda: loss_figure(data),
-                lambda: samples_figure(data)]
+                lambda: headline_curve_figure(data), lambda: x0_error_figure(data), lambda: diagnostic_curve_figure(data),
+                lambda: loss_figure(data), lambda: samples_figure(data)]
     for build in builders:
         made = build()
         if made:
@@ -209,9 +209,51 @@ def axis_figure(data: ReportData, key: str) -> tuple[Plot, Figure] | None:
     return Plot(f"{key} vs {name}", f"{key}_vs_{name}.png"), fig
 
 
-def learning_figure(data: ReportData) -> tuple[Plot, Figure] | None:
-    """Cheap metrics at intermediate training steps, per arm: does a ranking hold or reflect training length?"""
-    curve = data.extra[(data.extra.weights == "ema") & (data.extra.step != FINAL)]
+def headline_curve_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    """The headline against training step, per arm (mean and 95% interval over seeds), with the real-data floor
+    at the same sample count: does a ranking hold at a larger training budget? One panel per headline key."""
+    curve = data.curve
+    sampled = curve[curve.sampler != REAL_DATA] if len(curve) else curve
+    keys = list(dict.fromkeys(sampled.key)) if len(sampled) else []
+    if not keys:
+        return None
+    fig = Figure(figsize=(6.4 * len(keys) + 1.8, 4.4), layout="constrained")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys, strict=True):
+        rows = sampled[sampled.key == key]
+        shown = []
+        for i, arm in enumerate(a for a in data.arms if a in set(rows.arm)):
+            sub = rows[rows.arm == arm]
+            steps = sorted(set(sub.step))
+            stats = [data.interval_of(key, sub[sub.step == s].sort_values("seed").value.tolist()) for s in steps]
+            _errorbars(ax, steps, stats, False, marker="os^D<>ph*X"[i % 10], color=f"C{i % 10}",
+                       label=arm if ax is axes[0] else None)
+            shown += [v for st in stats for v in (st.mean, st.low, st.high)]
+        floor = curve[(curve.sampler == REAL_DATA) & (curve.key == key)].value
+        if len(floor):
+            ax.axhline(floor.mean(), color="0.3", linestyle="--", linewidth=1,
+                       label="real data (held-out), same count" if ax is axes[0] else None)
+            shown.append(floor.mean())
+        if _wants_log(shown):
+            _log_scale(ax, "y", *_range(shown))
+        count = "/".join(str(int(n)) for n in sorted(set(rows.num_samples.dropna())))
+        final = set(data.cells.step)
+        ticks = sorted({int(s) for s in rows.step})
+        ax.set_xticks(ticks, [f"{s}\n(final)" if s in final else str(s) for s in ticks])
+        ax.set_xlabel("training step (EMA weights)")
+        ax.set_ylabel(f"{key} at {count} samples (mean over seeds, 95% interval)")
+        ax.set_title(f"Learning curve: {key}, sampler {', '.join(dict.fromkeys(rows.sampler))}", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    return Plot("Learning curves of the headline metric", "learning_curves.png"), fig
+
+
+def diagnostic_curve_figure(data: ReportData) -> tuple[Plot, Figure] | None:
+    """Cheap diagnostics (e.g. the mean x0 error over t) at intermediate training steps, per arm. Not sample
+    quality: the mean x0 error is dominated by its noisiest timesteps, so it is drawn apart from the headline."""
+    extra = data.extra
+    curve = extra[(extra.weights == "ema") & (extra.step != FINAL) & (extra.sampler == NO_SAMPLER)]
     keys = [k for k in dict.fromkeys(curve.key) if data.spec(k)["role"] != "curve"]
     if not keys:
         return None
@@ -234,8 +276,9 @@ def learning_figure(data: ReportData) -> tuple[Plot, Figure] | None:
     if _wants_log(shown):
         _log_scale(ax, "y", *_range(shown))
     metric = next(iter(curve[curve.key == key].metric), "").split("(")[0]
-    _finish(fig, ax, "training step", f"{metric} {key} (mean, 95% interval)", "Learning curves (EMA weights)")
-    return Plot("Learning curves", "learning_curves.png"), fig
+    _finish(fig, ax, "training step", f"{metric} {key} (mean, 95% interval)",
+            f"{metric} {key} during training (a diagnostic, not sample quality)")
+    return Plot(f"Diagnostic during training: {metric} {key}", "diagnostic_curves.png"), fig
 
 
 def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:

@@ -8,8 +8,8 @@ import tomllib
 from pathlib import Path
 
 from ablate import contrasts
-from ablate.contrasts import fmt
-from ablate.report import halves
+from ablate.report import contrast_text, curves, halves
+from ablate.report.contrast_text import fmt
 from ablate.report.data import ALPHA, Plot, ReportData, split_axis
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
 
@@ -26,7 +26,8 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
         lines += ["## Question", "", question, ""]
 
     outcomes = _outcomes(data)
-    sentences = _conclusions(data, outcomes)
+    by_step = curves.outcomes_by_step(data) if outcomes else []
+    sentences = _conclusions(data, outcomes, by_step)
     conclusion = " ".join(sentences) if sentences else "no results yet"
     if outcomes:  # the index gets the verdicts; the report, the sentences
         names = [o.comparison.name for o in outcomes]
@@ -34,12 +35,14 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
                                f": {o.verdict}" for o in outcomes) + "."
     if sentences:
         lines += ["## Conclusion", ""] + [f"- {s}" for s in sentences] + [""]
+        caveat = contrast_text.seed_caveat(outcomes)
+        lines += [caveat, ""] if caveat else []
     lines += _setup(data) + _health(data)
     if data.keys:
         lines += _results(data)
     lines += halves.section(data)
     if outcomes:
-        lines += _contrasts(data, outcomes)
+        lines += _contrasts(data, outcomes, by_step)
     if data.primary and len(data.groups) > 1:
         lines += ["## Exploratory comparisons", ""] + _exploratory(data, outcomes) + [""]
     failed = data.cells[data.cells.status == "failed"]
@@ -77,10 +80,12 @@ def _outcomes(data: ReportData) -> list[contrasts.Outcome]:
                               {k: data.direction(k) for k in keys}, data.arms, [*data.samplers, REAL_DATA])
 
 
-def _conclusions(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[str]:
-    """One generated sentence per declared contrast; without contrasts, an exploratory ranking with no claim."""
+def _conclusions(data: ReportData, outcomes: list[contrasts.Outcome], by_step: curves.ByStep) -> list[str]:
+    """One generated sentence per declared contrast (with whether it holds over training, where the headline
+    has a learning curve); without contrasts, an exploratory ranking with no claim."""
     if outcomes:
-        return [contrasts.conclusion(o) for o in outcomes] + _across_axis(outcomes)
+        return [contrast_text.conclusion(o) + clause for o, clause in
+                zip(outcomes, curves.clauses(data, outcomes, by_step), strict=True)] + _across_axis(outcomes)
     key = data.primary
     if key is None:
         return []
@@ -288,21 +293,28 @@ def _table(data: ReportData, keys: list[str]) -> list[str]:
     return lines
 
 
-def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[str]:
+def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome], by_step: curves.ByStep) -> list[str]:
     lines = ["## Declared contrasts", "",
              "The questions the study declared before it ran. Each test uses the per-seed differences (compared minus "
              "baseline: arms and samplers at one seed share their random numbers): a paired t-test with its 95% "
              "interval, a seeded bootstrap interval and an exact sign-flip permutation test beside it. Holm's "
-             f"correction runs over these {len(outcomes)} tests only; significant when the Holm p < {ALPHA}. "
-             "\"Equivalent within margin\" needs two one-sided tests (TOST) to pass with the declared margin; "
-             "otherwise a non-significant test is \"inconclusive\", never \"no difference\".", ""]
-    lines += contrasts.contrast_table(outcomes) + ["", "### Seeds needed", ""]
-    lines += [f"- {contrasts.seeds_sentence(o)}" for o in outcomes] + [""]
+             f"correction runs over these {len(outcomes)} tests only, for the paired t and the permutation test "
+             f"alike. \"Better\" or \"worse\" needs both to be significant (Holm p < {ALPHA}); when only one is, the "
+             "verdict says they disagree. \"Equivalent within margin\" needs two one-sided tests (TOST) to pass with "
+             "the margin; otherwise the test is \"inconclusive\", never \"no difference\".", ""]
+    lines += contrast_text.contrast_table(outcomes) + ["", "### Margins", "",
+                                                       "Each test's equivalence margin, as resolved from the results:", ""]
+    lines += contrast_text.margin_lines(outcomes) + [""]
+    open_ = [o for o in outcomes if not o.decided]
+    if open_:
+        lines += ["### Seeds needed", "", "For the tests not yet decided:", ""]
+        lines += [f"- {contrast_text.seeds_sentence(o)}" for o in open_] + [""]
+    lines += curves.section(data, outcomes, by_step)
     for key in dict.fromkeys(o.comparison.key for o in outcomes):
         groups = list(dict.fromkeys(g for o in outcomes if o.comparison.key == key
                                     for g in (o.comparison.baseline, o.comparison.compare)))
         lines += [f"### Per-seed {key}", "", "Each seed's value, so any test above can be redone by hand.", ""]
-        lines += contrasts.per_seed_table(data.sampled, key, groups) + [""]
+        lines += contrast_text.per_seed_table(data.sampled, key, groups) + [""]
     return lines
 
 
@@ -318,4 +330,4 @@ def _exploratory(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[st
 
         def keep(a: tuple[str, str], b: tuple[str, str]) -> bool:
             return (a[0] == b[0] and top.get(a[0]) in (a[1], b[1])) or (a[1] == b[1] and first in (a[0], b[0]))
-    return contrasts.exploratory_table(data.sampled, key, groups, outcomes, keep)
+    return contrast_text.exploratory_table(data.sampled, key, groups, outcomes, keep)
