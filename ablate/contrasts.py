@@ -4,9 +4,10 @@ A `[[contrast]]` table compares arms (under one sampler) or samplers (within an 
 on one metric key. Each compared label is one test; Holm's correction runs over the declared tests
 only, so picking the "best" arm after seeing the data cannot inflate the claims. Every test uses the
 per-seed differences (arms trained at the same seed share their random numbers). "Better" or "worse"
-needs the paired t-test and the exact sign-flip permutation test to agree, each significant after Holm:
-a parametric test alone can be fooled by a skewed difference, and the permutation test alone cannot
-reach 0.05 with five seeds or fewer. "No difference" is claimed only when TOST passes with the declared
+needs the paired t-test, significant after Holm, and the exact sign-flip permutation test, significant at
+alpha, to agree: Holm on the t controls the error over the declared tests, and the permutation test checks
+that the direction does not rest on the t's normal model (a skewed difference can fool it). The
+permutation test cannot reach 0.05 with five seeds or fewer, so six is the least for a verdict. "No difference" is claimed only when TOST passes with the declared
 margin (ablate.margins: absolute, or a multiple of the real-data floor's spread); otherwise the verdict
 is "inconclusive". Pairs nobody declared go in a separate table labelled exploratory.
 """
@@ -164,9 +165,7 @@ class Outcome:
     equivalence: Tost
     margin: Resolved  # in the key's units
     p_holm: float  # the paired t's p after Holm over the declared tests
-    flip_holm: float  # the permutation test's p after Holm over the same tests
     needed: int | None  # seeds for 80% power of the paired t at a difference equal to the margin
-    family: int = 1  # declared tests in the Holm family
 
     @property
     def n(self) -> int:
@@ -179,7 +178,7 @@ class Outcome:
 
     @property
     def flip_significant(self) -> bool:
-        return math.isfinite(self.flip_holm) and self.flip_holm < ALPHA
+        return math.isfinite(self.flip.p) and self.flip.p < ALPHA
 
     @property
     def kind(self) -> str:
@@ -207,8 +206,8 @@ class Outcome:
 
     @property
     def min_seeds(self) -> int:
-        """The fewest seeds with which the permutation test can be significant after Holm in this family."""
-        return sign_flip_min_seeds(ALPHA, self.family)
+        """The fewest seeds with which the permutation test can be significant."""
+        return sign_flip_min_seeds(ALPHA)
 
 
 def paired_values(frame: pd.DataFrame, key: str, baseline: Group, compare: Group) -> tuple[list[int], list[float], list[float]]:
@@ -238,7 +237,7 @@ def _analyse(frame: pd.DataFrame, comp: Comparison, direction: Direction) -> Out
     margin = comp.margin.resolve(comp.key, floor_values(frame, comp.key, comp.baseline[0]))
     paired = paired_t(diffs)
     return Outcome(comp, direction, tuple(seeds), base_mean, sum(comp_values) / len(comp_values) if seeds else math.nan,
-                   paired, sign_flip(diffs), bootstrap_ci(diffs), tost(diffs, margin.value), margin, math.nan, math.nan,
+                   paired, sign_flip(diffs), bootstrap_ci(diffs), tost(diffs, margin.value), margin, math.nan,
                    seeds_needed(paired.std, margin.value, POWER, ALPHA))
 
 
@@ -253,6 +252,5 @@ def evaluate(frame: pd.DataFrame, specs: Iterable[ContrastSpec | Mapping[str, An
     arms = list(arms) if arms is not None else list(dict.fromkeys(frame.arm))
     samplers = list(samplers) if samplers is not None else list(dict.fromkeys(frame.sampler))
     outcomes = [_analyse(frame, c, directions.get(c.key, "none")) for c in expand(specs, arms, samplers)]
-    t_holm, flip_holm = holm([o.paired.p for o in outcomes]), holm([o.flip.p for o in outcomes])
-    return [replace(o, p_holm=q, flip_holm=f, family=len(outcomes))
-            for o, q, f in zip(outcomes, t_holm, flip_holm, strict=True)]
+    return [replace(o, p_holm=q)
+            for o, q in zip(outcomes, holm([o.paired.p for o in outcomes]), strict=True)]

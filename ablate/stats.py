@@ -125,12 +125,11 @@ class SignFlip:
         return self.min_p < 0.05
 
 
-def sign_flip_min_seeds(alpha: float = 0.05, tests: int = 1) -> int:
-    """The fewest pairs whose exact two-sided sign-flip test can be significant after Holm over `tests`
-    tests: the smallest p is 2 / 2^n and Holm multiplies the smallest by `tests`, so n with
-    tests * 2 / 2^n < alpha (6 for one test at 0.05)."""
+def sign_flip_min_seeds(alpha: float = 0.05) -> int:
+    """The fewest pairs whose exact two-sided sign-flip test can be significant: the smallest p is
+    2 / 2^n, so n with 2 / 2^n < alpha (6 at 0.05)."""
     n = 1
-    while tests * 2 / 2**n >= alpha:
+    while 2 / 2**n >= alpha:
         n += 1
     return n
 

@@ -188,15 +188,14 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
 def _warn_if_few_seeds(seeds: list[int], contrasts: list[dict[str, Any]], cells: list[Cell], samplers: list[str],
                        file: str) -> None:
     """A verdict of better or worse needs the exact sign-flip test to agree with the paired t; with n seeds its
-    smallest p is 2/2^n (times the number of declared tests, after Holm), which may never reach alpha."""
+    smallest p is 2/2^n, which may never reach alpha."""
     tests = len(expand(contrasts, list(dict.fromkeys(c.arm for c in cells)), [*samplers, REAL_DATA]))
-    least = sign_flip_min_seeds(ALPHA, tests)
+    least = sign_flip_min_seeds(ALPHA)
     n = len(set(seeds))
     if tests and n < least:
-        holm = f", times {tests} after Holm over the {tests} declared tests" if tests > 1 else ""
         warnings.warn(f"{file}: study.seeds: {n} seeds are too few for any verdict of better or worse: the exact sign-flip "
                       f"permutation test, which must agree with the paired t, cannot give p below 2/2^{n} = {2 / 2**n:.3g}"
-                      f"{holm}, so it cannot reach {ALPHA}; use at least {least} seeds", stacklevel=3)
+                      f", so it cannot reach {ALPHA}; use at least {least} seeds", stacklevel=3)
 
 
 def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:

@@ -44,12 +44,12 @@ def contrast_table(outcomes: Sequence[Outcome]) -> list[str]:
     """One row per declared test: difference (compare - baseline) with its t and bootstrap intervals, p-values
     before and after Holm, the TOST p with its margin, and the verdict."""
     lines = ["| contrast | n | baseline | compared | difference [95% t CI] | bootstrap 95% CI | paired t p (Holm) "
-             "| permutation p (Holm) | TOST p (margin) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| permutation p | TOST p (margin) | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         c = o.comparison
         lines.append(f"| {c.name + ': ' if c.name else ''}{c.title} | {o.n} | {fmt(o.baseline_mean)} | {fmt(o.compare_mean)} | "
                      f"{fmt(o.paired.mean)} [{_ci(o.paired.low, o.paired.high)}] | {_ci(o.boot.low, o.boot.high)} | "
-                     f"{fmt_p(o.paired.p)} ({fmt_p(o.p_holm)}) | {fmt_p(o.flip.p)} ({fmt_p(o.flip_holm)}) | "
+                     f"{fmt_p(o.paired.p)} ({fmt_p(o.p_holm)}) | {fmt_p(o.flip.p)} | "
                      f"{fmt_p(o.equivalence.p)} (±{fmt(o.margin.value)}) | {o.verdict} |")
     return lines
 
@@ -82,7 +82,7 @@ def conclusion(o: Outcome) -> str:
     size = f"{c.key} {side} than {base} by {fmt(abs(d))}" if d else f"{c.key} equal to {base} at every seed"
     return (head + f"{comp} has {size} (mean difference {fmt(d)}, 95% CI {_ci(o.paired.low, o.paired.high)}; "
             f"bootstrap {_ci(o.boot.low, o.boot.high)}; n = {o.n} seeds{better}); paired t {_p_is(o.paired.p)} "
-            f"(Holm {_p_is(o.p_holm)}), permutation {_p_is(o.flip.p)} (Holm {_p_is(o.flip_holm)}). "
+            f"(Holm {_p_is(o.p_holm)}), permutation {_p_is(o.flip.p)}. "
             f"Verdict: {o.verdict}{_tail(o)}.{agreement(o)}")
 
 
@@ -105,13 +105,12 @@ def seed_caveat(outcomes: Sequence[Outcome]) -> str:
     short = [o for o in outcomes if 2 <= o.n < o.min_seeds]
     if not short:
         return ""
-    n, family, least = max(o.n for o in short), short[0].family, short[0].min_seeds
-    holm_part = f", and Holm over the {family} declared tests multiplies the smallest by {family}" if family > 1 else ""
+    n, least = max(o.n for o in short), short[0].min_seeds
     who = ("no declared contrast can be called better or worse here" if len(short) == len(outcomes) else
            f"{len(short)} of the {len(outcomes)} declared tests (those with fewer than {least} seeds) cannot be called "
            "better or worse")
     return (f"**Seeds**: with {'at most ' if len({o.n for o in short}) > 1 else ''}{n} seeds the exact sign-flip "
-            f"permutation test cannot give p below 2/2^{n} = {fmt(2 / 2**n)}{holm_part}, so it cannot reach {ALPHA}: "
+            f"permutation test cannot give p below 2/2^{n} = {fmt(2 / 2**n)}, so it cannot reach {ALPHA}: "
             f"{who}, whatever the data, since both tests must agree. That takes at least {least} seeds.")
 
 

@@ -12,8 +12,8 @@ ignores its data, or draws noise, also agrees with itself).
 
 from __future__ import annotations
 
-from ablate.contrasts import fmt
 from ablate.halves import pair_arm
+from ablate.report.contrast_text import fmt
 from ablate.report.data import ReportData
 from ablate.stats import mean_ci
 
