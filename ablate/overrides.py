@@ -22,7 +22,8 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def set_dotted(raw: dict[str, Any], dotted: str, value: Any, file: str, origin: str) -> None:
-    """Set a dotted key (list entries by index); changing a plugin table's `name` drops the old plugin's params."""
+    """Set a dotted key (list entries by index); changing a plugin table's `name` drops the old plugin's params;
+    a key ending in `+` appends its value (a list: each entry) to the list at that key."""
     parts = dotted.split(".")
     node: Any = raw
     for i, part in enumerate(parts[:-1]):
@@ -35,6 +36,13 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any, file: str, origin: 
         if not isinstance(node, (dict, list)):
             raise StudyError(f"{origin}: {'.'.join(parts[: i + 1])} is a value, not a table", file=file, key=dotted)
     last = parts[-1]
+    if last.endswith("+") and isinstance(node, dict):  # "contrast+" = [...]: extend the list, not replace it
+        current = node.get(last[:-1], [])
+        if not isinstance(current, list):
+            raise StudyError(f"{origin}: {'.'.join([*parts[:-1], last[:-1]])} is not a list; `{last}` appends to a list",
+                             file=file, key=dotted)
+        node[last[:-1]] = current + (value if isinstance(value, list) else [value])
+        return
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise StudyError(f"{origin}: not an index of a {len(node)}-entry list", file=file, key=dotted)
@@ -58,8 +66,9 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], file: str, origin: str) -> None:
-    """Set every dotted key; plugin switches (`*.name`) first, so their params land on the new plugin's table."""
-    for key in sorted(overrides, key=lambda k: not k.endswith(".name")):
+    """Set every dotted key; plugin switches (`*.name`) first, so their params land on the new plugin's table,
+    and list extensions (`key+`) last, so they extend the list that this profile or --set gives."""
+    for key in sorted(overrides, key=lambda k: (not k.endswith(".name"), k.endswith("+"))):
         set_dotted(raw, key, copy.deepcopy(overrides[key]), file, origin)
 
 
