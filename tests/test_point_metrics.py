@@ -12,7 +12,7 @@ import pytest
 import torch
 from ablate_plugins.point_metrics import GMMFit, plane_directions, sliced_w2
 
-from ablate import EvalContext
+from ablate import AblateError, DataSpec, EvalContext, Mixture
 from ablate.plugins import load_registry
 
 
@@ -134,3 +134,10 @@ def test_lifted_samples_are_scored_in_the_plane(score):
     flat = score(lambda data: data.train[:1000] + 0.05, seed=7)
     lifted = score(lambda data: data.train[:1000] + 0.05 * data.spec.lift.sum(1).float(), dataset="gmm_lifted", D=32, seed=7)
     assert lifted["sw2"] == pytest.approx(flat["sw2"], rel=1e-5)
+
+
+def test_a_mixture_that_is_not_2d_is_refused_before_anything_trains():
+    """sw2's directions, the NLL's constant and the 0.999 ellipse are those of a 2-D mixture."""
+    mix = Mixture(weights=torch.ones(2) / 2, means=torch.zeros(2, 3, dtype=torch.float64), stds=torch.ones(2, 3, dtype=torch.float64))
+    with pytest.raises(AblateError, match="gmm_fit scores a 2-D mixture; 'cube' has a 3-D one"):
+        GMMFit().check(DataSpec(name="cube", shape=(3,), mixture=mix))
