@@ -1,4 +1,5 @@
-"""Metrics: FID and KID (torchmetrics), the x0 error by timestep, and the fit to a known mixture."""
+"""Metrics: FID and KID (torchmetrics), memorisation, spread and the x0 error by timestep (point-data
+metrics: point_metrics.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from ablate import AblateError, Data, DataSpec, EvalContext, KeySpec, Metric, hookimpl
+from ablate import AblateError, Data, EvalContext, KeySpec, Metric, hookimpl
 
 INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"
@@ -292,64 +293,6 @@ class X0ErrorByT(Metric):
         return out
 
 
-class GMMFit(Metric):
-    """How well samples reproduce the true 2-D mixture: NLL, modes covered, mode-weight error, spread.
-
-    Lifted data (spec.lift = P): samples are scored through z = P^T x, and off_manifold is the energy
-    ||(I - P P^T) x||^2 the samples put off the data's plane. The headline is the NLL under the true
-    mixture: off-mode samples raise it steeply, which max_weight_error does not see; note it would also
-    reward samples collapsed onto the means, which std_ratio < 1 shows."""
-
-    name = "gmm_fit"
-    keys = {
-        "nll": KeySpec("lower", "headline", description="mean negative log-likelihood of the samples under the true mixture"),
-        "modes_covered": KeySpec("higher", "diagnostic", nonnegative=True,
-                                 description="share of modes that get at least min_share of their true weight"),
-        "max_weight_error": KeySpec("lower", "diagnostic", nonnegative=True,
-                                    description="largest |sample share - true weight| over the modes"),
-        "off_mode_fraction": KeySpec("lower", "diagnostic", nonnegative=True,
-                                     description="share of samples outside the 0.999 ellipse of their nearest mode"),
-        "off_manifold": KeySpec("lower", "diagnostic", nonnegative=True,
-                                description="mean ||(I - P P^T) x||^2: energy off the data's plane (lifted data only)"),
-        "std_ratio": KeySpec("none", "diagnostic", description="spread within a mode / its true std (1 is right)"),
-    }
-
-    class Params(Metric.Params):
-        num_samples: int = Field(4000, ge=2, description="samples generated per sampler")
-        min_share: float = Field(0.25, gt=0, description="a mode is covered when it gets this share of its true weight")
-
-    def check(self, spec: DataSpec) -> None:
-        if spec.mixture is None:
-            raise AblateError(f"gmm_fit needs a dataset with a known mixture (e.g. gmm2d); {spec.name!r} has none")
-
-    def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
-        mix = ctx.data.spec.mixture
-        if mix is None or samples is None:
-            raise AblateError(f"gmm_fit needs a dataset with a known mixture (gmm2d, gmm_lifted), not {ctx.data.spec.name!r}",
-                              key="metric.name")
-        x = samples.double().cpu().flatten(1)
-        lifted = {}
-        if ctx.data.spec.lift is not None:
-            lift = ctx.data.spec.lift
-            x, flat = x @ lift, x
-            lifted["off_manifold"] = float((flat - x @ lift.T).pow(2).sum(1).mean())
-        x = x[:, None, :]
-        z2 = ((x - mix.means[None]) / mix.stds[None]).pow(2).sum(-1)  # [N, K] squared Mahalanobis
-        log_comp = -0.5 * z2 - mix.stds.log().sum(-1)[None] - math.log(2 * math.pi) + mix.weights.log()[None]
-        k = log_comp.argmax(1)
-        on_mode = z2.gather(1, k[:, None]).squeeze(1) < 13.8155  # chi2(2) 0.999 quantile
-        share = torch.bincount(k, minlength=len(mix.weights)).double() / x.shape[0]
-        stds = [x[k == j, 0].std(0).mean().item() / mix.stds[j].mean().item() for j in range(len(mix.weights)) if (k == j).sum() > 2]
-        return {
-            "modes_covered": float((share >= self.params.min_share * mix.weights).double().mean()),
-            "max_weight_error": float((share - mix.weights).abs().max()),
-            "off_mode_fraction": float(1 - on_mode.double().mean()),
-            "nll": float(-torch.logsumexp(log_comp, 1).mean()),
-            **({"std_ratio": float(sum(stds) / len(stds))} if stds else {}),  # no mode with 3 samples: undefined, left out
-            **lifted,
-        }
-
-
 @hookimpl
 def ablate_metrics() -> list[type]:
-    return [FID, KID, NearestNeighbour, Spread, X0ErrorByT, GMMFit]
+    return [FID, KID, NearestNeighbour, Spread, X0ErrorByT]

@@ -193,7 +193,7 @@ def test_missing_arm_exits_2_naming_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (('metric = "nll"', 'metric = "nl"'), "contrast[0].metric: no metric of this study outputs 'nl'; declared keys: nll"),
+    (('metric = "nll"', 'metric = "nl"'), "contrast[0].metric: no metric of this study outputs 'nl'; declared keys: sw2, nll"),
     (('compare = ["x0"]', 'compare = ["x0", "v"]'), "contrast[0].compare[1]: no arm 'v' in this study"),
     (("margin = 0.1", "margin = 0.1\nsampler = \"ddim\""), "contrast[0].sampler: no sampler 'ddim' in this study"),
     (("margin = 0.1", "margin = 0.1\nmargn = 1"), "contrast[0].margn: unknown key"),

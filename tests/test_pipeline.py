@@ -74,7 +74,7 @@ num_samples = 200
 timesteps = [0, 10, 50, 99]
 """
 
-GMM_KEYS = ["max_weight_error", "modes_covered", "nll", "off_mode_fraction", "std_ratio"]
+GMM_KEYS = ["max_weight_error", "modes_covered", "nll", "off_mode_fraction", "std_ratio", "sw2"]
 X0_KEYS = ["mean", "t=0", "t=10", "t=50", "t=99"]
 REAL = REAL_DATA  # the real-data floor: real images scored like samples
 

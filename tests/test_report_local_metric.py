@@ -97,4 +97,4 @@ def test_a_companion_study_shows_beside_the_arms(tmp_path):
     assert main(["report", str(tmp_path / "main.toml"), "--runs-dir", str(runs), "--out", str(out)]) == 0
     text = (out / "with_ref" / "README.md").read_text()
     assert "| ref + radius=0.5 | ancestral |" in text and "| ref + radius=1.0 | ancestral |" in text
-    assert (out / "with_ref" / "nll_vs_radius.png").exists()  # both studies' lines against the axis
+    assert (out / "with_ref" / "sw2_vs_radius.png").exists()  # both studies' lines against the axis

@@ -207,7 +207,7 @@ def test_diverging_cell_is_marked_failed_and_the_study_goes_on(tmp_path, capsys)
     out = capsys.readouterr().out
     assert "failed earlier (loss became inf at step 1); not retried" in out
     assert "FAILED explode seed 0" in out
-    assert set(frame.arm) == {"simple"} and len(frame) == 3 * 5  # 2 samplers and the real-data floor
+    assert set(frame.arm) == {"simple"} and len(frame) == 3 * 6  # 2 samplers and the real-data floor, 6 gmm_fit keys each
 
 
 # --- --set values and profiles -----------------------------------------------------------------
