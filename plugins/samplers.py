@@ -82,10 +82,11 @@ class OneStep(Sampler):
             raise AblateError(f"must be below schedule.T = {diffusion.T} (got {self.params.jump_at})", key="jump_at")
 
 
-def ddim_timesteps(t_start: int, steps: int) -> list[int]:
-    """min(steps, t_start + 1) distinct timesteps evenly spaced from t_start down to 0, then -1 (the clean data)."""
-    n = min(steps, t_start + 1)
-    return [t_start if n == 1 else round(t_start * (n - 1 - i) / (n - 1)) for i in range(n)] + [-1]
+def ddim_timesteps(t_start: int, steps: int, stop: int = 0) -> list[int]:
+    """min(steps, t_start - stop + 1) distinct timesteps evenly spaced from t_start down to `stop`, then -1
+    (the clean data: the step from `stop` returns x0_hat, a jump when stop > 0)."""
+    n = min(steps, t_start - stop + 1)
+    return [t_start if n == 1 else round(stop + (t_start - stop) * (n - 1 - i) / (n - 1)) for i in range(n)] + [-1]
 
 
 def ddim_steps(
@@ -110,20 +111,28 @@ def ddim_steps(
 
 
 class DDIM(Sampler):
-    """DDIM (Song et al. 2021): `steps` evaluations on evenly spaced timesteps; eta = 0 is deterministic."""
+    """DDIM (Song et al. 2021): `steps` evaluations on evenly spaced timesteps; eta = 0 is deterministic.
+
+    jump_at = j > 0 spaces the steps from x_T down to t = j and returns x0_hat(x_j) from there: at the same
+    cost as full DDIM, the jump replaces the steps below j (the equal-cost form of one_step)."""
 
     name = "ddim"
 
     class Params(Sampler.Params):
         steps: int = Field(50, ge=1, description="network evaluations, at timesteps evenly spaced from t_start down to 0")
         eta: float = Field(0.0, ge=0, le=1, description="noise: 0 deterministic DDIM, 1 DDPM's posterior variance (ancestral when steps = T)")
+        jump_at: int = Field(0, ge=0, description="last timestep of the grid, from which x0_hat is returned in one jump (0: full DDIM)")
 
     def sample(self, denoiser: Denoiser, diffusion: Diffusion, x: Tensor, t_start: int, generator: torch.Generator) -> Tensor:
-        timesteps = ddim_timesteps(t_start, self.params.steps)
+        timesteps = ddim_timesteps(t_start, self.params.steps, min(self.params.jump_at, t_start))
         return ddim_steps(denoiser, diffusion, x, timesteps, generator, self.params.eta)
 
     def nfe(self, diffusion: Diffusion, t_start: int) -> int:
-        return min(self.params.steps, t_start + 1)
+        return min(self.params.steps, t_start - min(self.params.jump_at, t_start) + 1)
+
+    def check(self, diffusion: Diffusion) -> None:
+        if self.params.jump_at >= diffusion.T:
+            raise AblateError(f"must be below schedule.T = {diffusion.T} (got {self.params.jump_at})", key="jump_at")
 
 
 @hookimpl

@@ -237,3 +237,28 @@ def test_ddim_one_step_is_the_one_step_jump(registry, gmm):
     _, a, _ = _run(registry, gmm, "ddim", {"steps": 1}, 64, seed=4)
     _, b, _ = _run(registry, gmm, "one_step", {"jump_at": T - 1}, 64, seed=4)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_ddim_jump_at_is_ddim_down_to_t_then_one_jump(linear, registry):
+    """ddim(steps = n, jump_at = j): n evaluations, evenly spaced from T-1 down to j, then x0_hat(x_j).
+    Checked by hand on a Gaussian N(0, v) whose posterior mean is closed form."""
+    from ablate import Prediction
+    from ablate_plugins.samplers import ddim_timesteps
+
+    assert ddim_timesteps(999, 10, 100) == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100, -1]
+    assert ddim_timesteps(999, 10) == ddim_timesteps(999, 10, 0)
+    d, v = linear.diffusion, 0.3
+    abar = d.alpha_bars.double()
+
+    def denoiser(x_t, t):
+        a = abar[t].view(-1, 1)
+        x0 = a.sqrt() * v / (a * v + 1 - a) * x_t
+        return Prediction(x0=x0, eps=(x_t - a.sqrt() * x0) / (1 - a).sqrt())
+
+    sampler = registry.create("sampler", "ddim", {"steps": 2, "jump_at": 300})
+    x = torch.randn(5, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = sampler.sample(denoiser, d, x, T - 1, torch.Generator().manual_seed(1))
+    first = denoiser(x, torch.full((5,), T - 1))  # one DDIM (eta = 0) step from T-1 to 300, then the jump
+    x_300 = abar[300].sqrt() * first.x0 + (1 - abar[300]).sqrt() * first.eps
+    assert torch.allclose(out, denoiser(x_300, torch.full((5,), 300)).x0, rtol=1e-12, atol=1e-12)
+    assert sampler.nfe(d, T - 1) == 2
