@@ -45,6 +45,31 @@ Direction = Literal["lower", "higher", "none"]
 Group = tuple[str, str]  # (arm, sampler)
 
 
+class Mechanism(BaseModel):
+    """A contrast's declared reading of a diagnostic key: which value means which mechanism. Declared before
+    the run like the contrast, so the report's mechanism sentence is computed, never chosen afterwards."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    key: str = Field(..., description="the diagnostic output key read (e.g. 'spread_ratio')")
+    below: float = Field(..., description="the compared group's mean below this value means `below_means`")
+    below_means: str = Field(..., description="e.g. 'regression to the mean'")
+    above: float = Field(..., description="the compared group's mean above this value means `above_means`")
+    above_means: str = Field(..., description="e.g. 'error amplification'")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Mechanism:
+        if self.below > self.above:
+            raise ValueError(f"below ({self.below}) must not exceed above ({self.above})")
+        return self
+
+    def reading(self, value: float) -> str:
+        if value < self.below:
+            return self.below_means
+        if value > self.above:
+            return self.above_means
+        return f"neither (between {self.below:g} and {self.above:g})"
+
+
 class ContrastSpec(BaseModel):
     """One `[[contrast]]` table of a study file."""
 
@@ -64,6 +89,8 @@ class ContrastSpec(BaseModel):
     expected: Literal["better", "worse", "equivalent"] | None = Field(
         None, description="what a prior finding says of `compare` against `baseline`; the report says whether this agrees")
     source: str = Field("", description="where the prior finding is from (e.g. 'Ho et al. 2020')")
+    mechanism: Mechanism | None = Field(None, description="a diagnostic key whose value names the mechanism behind "
+                                        "the difference (the report computes the sentence from it)")
 
     @field_validator("relative")
     @classmethod
@@ -112,6 +139,7 @@ class Comparison:
     name: str = ""
     expected: str | None = None
     source: str = ""
+    mechanism: Mechanism | None = None
 
     @property
     def title(self) -> str:
@@ -146,7 +174,8 @@ def expand(specs: Iterable[ContrastSpec | Mapping[str, Any]], arms: Sequence[str
         else:
             within = [spec.arm] if spec.arm is not None else list(arms)
             pairs = [((a, spec.baseline), (a, c)) for a in within for c in spec.compare]
-        out += [Comparison(spec.metric, b, c, margin, spec.name, spec.expected, spec.source) for b, c in pairs]
+        out += [Comparison(spec.metric, b, c, margin, spec.name, spec.expected, spec.source, spec.mechanism)
+                for b, c in pairs]
     return out
 
 
@@ -166,6 +195,7 @@ class Outcome:
     margin: Resolved  # in the key's units
     p_holm: float  # the paired t's p after Holm over the declared tests
     needed: int | None  # seeds for 80% power of the paired t at a difference equal to the margin
+    diagnostic: tuple[float, float] | None = None  # the declared mechanism key's means: (baseline, compared)
 
     @property
     def n(self) -> int:
@@ -238,7 +268,15 @@ def _analyse(frame: pd.DataFrame, comp: Comparison, direction: Direction) -> Out
     paired = paired_t(diffs)
     return Outcome(comp, direction, tuple(seeds), base_mean, sum(comp_values) / len(comp_values) if seeds else math.nan,
                    paired, sign_flip(diffs), bootstrap_ci(diffs), tost(diffs, margin.value), margin, math.nan,
-                   seeds_needed(paired.std, margin.value, POWER, ALPHA))
+                   seeds_needed(paired.std, margin.value, POWER, ALPHA), _diagnostic(frame, comp))
+
+
+def _diagnostic(frame: pd.DataFrame, comp: Comparison) -> tuple[float, float] | None:
+    """The mechanism key's mean over the paired seeds: (baseline, compared), or None (none declared or no values)."""
+    if comp.mechanism is None:
+        return None
+    _, base, values = paired_values(frame, comp.mechanism.key, comp.baseline, comp.compare)
+    return (sum(base) / len(base), sum(values) / len(values)) if values else None
 
 
 def evaluate(frame: pd.DataFrame, specs: Iterable[ContrastSpec | Mapping[str, Any]], directions: Mapping[str, Direction],

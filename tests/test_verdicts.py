@@ -249,3 +249,21 @@ def test_the_headline_learning_curve_end_to_end(tmp_path):
         assert "Verdict: equivalent within margin" in sentence
     assert text.count("**Seeds**: with 3 seeds") == 1 and "2/2^3 = 0.25" in text  # the caveat, once
     assert "### Across training" in text and "### Seeds needed" not in text  # every test is decided
+
+
+def test_a_declared_mechanism_is_read_from_the_diagnostic_means():
+    """The sentence follows the declared thresholds on the compared group's mean of the diagnostic key."""
+    from ablate.report.contrast_text import conclusion
+
+    base = BASE8[:6]
+    rows = {("a", "s"): base, ("b", "s"): [v + 1 + 0.01 * i for i, v in enumerate(base)]}
+    f = frame(rows)
+    spread = frame({("a", "s"): [1.0] * 6, ("b", "s"): [0.01 * (i + 1) for i in range(6)]}, key="spread_ratio")
+    mech = {"key": "spread_ratio", "below": 0.8, "below_means": "regression to the mean", "above": 1.2,
+            "above_means": "error amplification"}
+    (o,) = evaluate(pd.concat([f, spread]), [spec(compare=["b"], mechanism=mech)], {"kid": "lower"})
+    assert o.diagnostic == pytest.approx((1.0, 0.035))
+    assert "b has spread_ratio 0.035 against 1 for a: regression to the mean." in conclusion(o)
+    wide = spread.assign(value=[1.0] * 6 + [1.5] * 6)
+    (o,) = evaluate(pd.concat([f, wide]), [spec(compare=["b"], mechanism=mech)], {"kid": "lower"})
+    assert conclusion(o).endswith("error amplification.")

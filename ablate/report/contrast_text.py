@@ -83,7 +83,16 @@ def conclusion(o: Outcome) -> str:
     return (head + f"{comp} has {size} (mean difference {fmt(d)}, 95% CI {_ci(o.paired.low, o.paired.high)}; "
             f"bootstrap {_ci(o.boot.low, o.boot.high)}; n = {o.n} seeds{better}); paired t {_p_is(o.paired.p)} "
             f"(Holm {_p_is(o.p_holm)}), permutation {_p_is(o.flip.p)}. "
-            f"Verdict: {o.verdict}{_tail(o)}.{agreement(o)}")
+            f"Verdict: {o.verdict}{_tail(o)}.{agreement(o)}{mechanism(o, base, comp)}")
+
+
+def mechanism(o: Outcome, base: str, comp: str) -> str:
+    """' Mechanism (declared: spread_ratio): ...': the declared diagnostic's reading, computed from its means."""
+    m, values = o.comparison.mechanism, o.diagnostic
+    if m is None or values is None:
+        return ""
+    return (f" Mechanism (declared reading of {m.key}): {comp} has {m.key} {fmt(values[1])} against {fmt(values[0])} "
+            f"for {base}: {m.reading(values[1])}.")
 
 
 def agreement(o: Outcome) -> str:
