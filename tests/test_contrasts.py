@@ -214,7 +214,7 @@ def test_contrasts_are_resolved_and_recorded_in_the_run(tmp_path):
     study = load_study(path)
     assert study.contrasts == [{"metric": "nll", "baseline": "epsilon", "compare": ["x0"], "over": "arm",
                                 "sampler": "ancestral", "arm": None, "margin": 0.1, "margin_floor_sd": None, "name": "",
-                                "expected": None, "source": ""}]
+                                "expected": None, "source": "", "mechanism": None}]
     run_study(path, runs_dir=tmp_path / "runs", progress=False)
     store = Store(tmp_path / "runs" / "ablate.db")
     settings = json.loads(store.db.execute("SELECT settings FROM runs").fetchone()[0])

@@ -242,8 +242,9 @@ def test_ddim_one_step_is_the_one_step_jump(registry, gmm):
 def test_ddim_jump_at_is_ddim_down_to_t_then_one_jump(linear, registry):
     """ddim(steps = n, jump_at = j): n evaluations, evenly spaced from T-1 down to j, then x0_hat(x_j).
     Checked by hand on a Gaussian N(0, v) whose posterior mean is closed form."""
-    from ablate import Prediction
     from ablate_plugins.samplers import ddim_timesteps
+
+    from ablate import Prediction
 
     assert ddim_timesteps(999, 10, 100) == [999, 899, 799, 699, 599, 500, 400, 300, 200, 100, -1]
     assert ddim_timesteps(999, 10) == ddim_timesteps(999, 10, 0)
