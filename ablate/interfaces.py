@@ -6,7 +6,7 @@ errors) and the methods of its kind; the core constructs it as `Plugin(params)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -208,6 +208,16 @@ class KeySpec:
     role: Literal["headline", "curve", "diagnostic"] = "diagnostic"
     nonnegative: bool = False
     description: str = ""
+
+
+def declared_spec(declared: Mapping[str, Mapping[str, Any]], key: str) -> Mapping[str, Any] | None:
+    """The declaration of `key` among a run's recorded declarations (metric label -> {key or "prefix*": KeySpec
+    as a dict}), or None when no metric declares it."""
+    for keys in declared.values():
+        for pattern, spec in keys.items():
+            if pattern == key or (pattern.endswith("*") and key.startswith(pattern[:-1])):
+                return spec
+    return None
 
 
 class Metric(Plugin):

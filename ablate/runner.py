@@ -36,6 +36,7 @@ from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
+from ablate.summary import print_summary
 from ablate.threads import run_threads
 from ablate.tracking import Mirror, add_trackers, forget
 from ablate.train import load_checkpoint, save_atomic, train_cell
@@ -214,7 +215,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
                 mirror.close()
             store.close()
     if progress:
-        print_table(frame)
+        print_summary(frame, metric_keys(study), [c.arm for c in study.cells])
         for row in failed.itertuples():
             print(f"FAILED {row.arm} seed {row.seed}: {row.reason}")
         for line in failure_lines(frame.attrs["failures"], str(runs_dir / "ablate.db")):
@@ -357,19 +358,3 @@ def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
                    if not (s == REAL_DATA and w == "raw")):
             return False
     return True
-
-
-def print_table(frame: pd.DataFrame) -> None:
-    """Mean ± standard deviation over seeds per arm x sampler x metric key, as a plain table (the report
-    gives 95% confidence intervals and tests instead)."""
-    if frame.empty:
-        print("no results")
-        return
-    main = frame[~frame.key.str.startswith("t=") & ~frame.key.isin(["classifier_test_acc", "kid_std"])]
-    table = main.groupby(["arm", "sampler", "key"], sort=False).value.agg(["mean", "std", "count"]).reset_index()
-    table["value"] = [f"{m:.4g} ± {s:.2g} (n={c})" if c > 1 else f"{m:.4g}" for m, s, c in
-                      zip(table["mean"], table["std"].fillna(0), table["count"], strict=True)]
-    wide = table.pivot(index=["arm", "sampler"], columns="key", values="value").fillna("").reset_index()
-    wide.columns.name = None
-    print("mean ± sd over seeds (n = seeds; `ablate report` gives 95% CIs and tests):")
-    print(wide.to_string(index=False))
