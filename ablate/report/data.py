@@ -123,7 +123,8 @@ class ReportData:
     @property
     def hardware_label(self) -> str:
         hw = self.hardware
-        return hw.get("gpu") or f"{hw.get('cpu', '?')} ({hw.get('torch_threads', '?')} threads)"
+        threads = hw.get("torch_threads", "?")
+        return hw.get("gpu") or f"{hw.get('cpu', '?')} ({threads} thread{'' if threads == 1 else 's'})"
 
     def values(self, arm: str, sampler: str, key: str) -> list[float]:
         """The per-seed values of one result, by seed."""

@@ -297,8 +297,7 @@ def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[str]
     lines += contrasts.contrast_table(outcomes) + ["", "### Seeds needed", ""]
     lines += [f"- {contrasts.seeds_sentence(o)}" for o in outcomes] + [""]
     for key in dict.fromkeys(o.comparison.key for o in outcomes):
-        groups = list(dict.fromkeys(g for o in outcomes if o.comparison.key == key
-                                    for g in (o.comparison.baseline, o.comparison.compare)))
+        groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]  # every arm, not only the declared
         lines += [f"### Per-seed {key}", "", "Each seed's value, so any test above can be redone by hand.", ""]
         lines += contrasts.per_seed_table(data.sampled, key, groups) + [""]
     return lines
