@@ -148,6 +148,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
               threads: int | None = None, trackers: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
 
+    overrides: "dotted.key=value" strings, as `--set` takes them (["train.steps=300", "study.seeds=[0]"]).
+    runs_dir: the results folder, "runs" relative to the current directory unless given (as `ablate run`).
+
     recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them).
     A plugin that fails costs only its own units of work (ablate.faults): they are listed, as dicts (arm, seed,
     cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"].
