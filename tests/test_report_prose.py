@@ -9,7 +9,7 @@ from ablate.store import REAL_DATA, Store
 KID = {"epsilon": [10.0, 11.0, 12.0], "x0": [20.0, 22.0, 25.0], "v": [30.0, 31.0, 33.0]}
 KEYS = {"kid": {"kid": {"direction": "lower", "role": "headline", "nonnegative": True, "description": "kernel distance"}}}
 CONTRAST = {"metric": "kid", "baseline": "epsilon", "compare": ["x0"], "over": "arm", "sampler": "ancestral", "arm": None,
-            "margin": 0.1, "relative": True, "name": "x0 vs eps"}
+            "margin": 2.0, "relative": False, "name": "x0 vs eps"}
 
 
 def _store(db) -> None:
