@@ -3,13 +3,13 @@ in at most 120 columns. The report has the rest (intervals, tests, diagnostics, 
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from ablate.contrasts import fmt
 from ablate.interfaces import declared_spec
 from ablate.store import REAL_DATA
 
@@ -25,12 +25,17 @@ def headline_keys(frame: pd.DataFrame, declared: Mapping[str, Mapping[str, Any]]
     return [k for k in keys if (declared_spec(declared, k) or {"role": "headline"})["role"] == "headline"]
 
 
+def _number(x: float) -> str:
+    """Three significant digits, four from 1000 on (as the report rounds), so 2228 does not read 2.23e+03."""
+    return "–" if not math.isfinite(x) else f"{x:.3g}" if abs(x) < 1000 else f"{x:.4g}"
+
+
 def _cell(values: Sequence[float]) -> str:
     if not values:
         return ""
     if len(values) == 1:
-        return fmt(values[0])
-    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))} (n={len(values)})"
+        return _number(values[0])
+    return f"{_number(statistics.fmean(values))} ± {_number(statistics.stdev(values))} (n={len(values)})"
 
 
 def summary_rows(frame: pd.DataFrame, declared: Mapping[str, Mapping[str, Any]],
