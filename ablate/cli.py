@@ -228,7 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_set(argv: Sequence[str]) -> str | None:
+    """`--set KEY VALUE` or `--set KEY= VALUE` (a space for '='): argparse would take VALUE for another
+    argument and fail under the top-level usage, so name the fix instead. (`--set KEY` with nothing after
+    it is the study loader's to report, with the file.)"""
+    for i, token in enumerate(argv[:-2]):
+        text, value = argv[i + 1], argv[i + 2]
+        if token == "--set" and not value.startswith("-") and ("=" not in text or text.endswith("=")):
+            return f"--set {text} {value}: expected --set KEY=VALUE as one argument, e.g. --set {text.rstrip('=')}={value}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if (problem := split_set(argv)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -49,7 +49,7 @@ def study_name(study: str) -> str:
     if study.endswith(".toml") or Path(study).is_file():
         from ablate.report import study_names
 
-        return study_names([study], None)[0]  # type: ignore[arg-type]  # a path list needs no store
+        return next(iter(study_names([study], None)))  # type: ignore[arg-type]  # a path list needs no store
     return study
 
 
@@ -58,7 +58,8 @@ def tidy(store: Store, study: str, profile: str | None = None) -> pd.DataFrame:
     profiles = store.profiles(study)
     if not profiles:
         known = ", ".join(store.studies()) or "none"
-        raise AblateError(f"no runs of study {study!r} in {store.path} (studies there: {known})")
+        raise AblateError(f"no runs of study {study!r} in {store.path} (studies there: {known}); run `ablate run STUDY` first "
+                          "(or pass the --runs-dir it ran with)")
     if profile is not None:
         if profile == DEFAULT and DEFAULT not in profiles and "" in profiles:
             profile = ""

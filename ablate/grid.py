@@ -142,7 +142,7 @@ def revalidate(config: dict[str, Any], registry: Registry, keys: list[str]) -> l
         try:
             config["train"] = TrainConfig.model_validate(config["train"]).model_dump()
         except ValidationError as exc:
-            errors += error_lines(exc, "grid (train)")
+            errors += error_lines(exc, "grid (train)", TrainConfig)
     return errors
 
 

@@ -6,7 +6,7 @@ errors) and the methods of its kind; the core constructs it as `Plugin(params)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -257,6 +257,16 @@ class KeySpec:
     nonnegative: bool = False
     description: str = ""
     unit: str = ""  # what one unit of this key is
+
+
+def declared_spec(declared: Mapping[str, Mapping[str, Any]], key: str) -> Mapping[str, Any] | None:
+    """The declaration of `key` among a run's recorded declarations (metric label -> {key or "prefix*": KeySpec
+    as a dict}), or None when no metric declares it."""
+    for keys in declared.values():
+        for pattern, spec in keys.items():
+            if pattern == key or (pattern.endswith("*") and key.startswith(pattern[:-1])):
+                return spec
+    return None
 
 
 class Metric(Plugin):

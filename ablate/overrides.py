@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import tomllib
 from typing import Any
 
@@ -94,7 +95,13 @@ def apply_set(raw: dict[str, Any], texts: list[str] | tuple[str, ...], file: str
 
 
 def mark_set_errors(lines: list[str], overrides: dict[str, Any]) -> list[str]:
-    """Mark the errors at (or under) a key given with --set, which the study file itself does not hold."""
-    def given(where: str) -> str | None:
-        return next((k for k in overrides if where == k or where.startswith((f"{k}.", f"{k}["))), None)
-    return [f"{line} (from --set {key})" if (key := given(line.split(":")[0])) else line for line in lines]
+    """Mark the errors at (or under) a key given with --set, which the study file itself does not hold, right
+    after the key: 'train.bogus (from --set train.bogus): unknown key; known: ...'."""
+    def given(where: str) -> str | None:  # at the key, under it, or a table above it (`nosuch` of `nosuch.key`)
+        return next((k for k in overrides if where == k or where.startswith((f"{k}.", f"{k}[")) or k.startswith(f"{where}.")), None)
+    out = []
+    for line in lines:
+        where, sep, rest = line.partition(":")
+        key = given(re.sub(r"\[(\d+)\]", r".\1", where))
+        out.append(f"{where} (from --set {key}){sep}{rest}" if key else line)
+    return out

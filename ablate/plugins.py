@@ -8,7 +8,6 @@ under names made here too: a plugin table's label and a resolved config's hash.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib.util
 import inspect
@@ -26,7 +25,7 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from ablate import hookspecs
-from ablate.errors import PluginError
+from ablate.errors import PluginError, did_you_mean
 from ablate.interfaces import KINDS, Plugin
 
 GROUP = "ablate"
@@ -81,11 +80,7 @@ class Registry:
             if (kind, name) in self.unusable:
                 raise PluginError(f"{kind} {name!r} cannot be used: {self.unusable[(kind, name)]}") from None
             known = self.names(kind)
-            close = difflib.get_close_matches(str(name), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise PluginError(
-                f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}{hint}"
-            ) from None
+            raise PluginError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}{did_you_mean(name, known)}") from None
 
     def names(self, kind: str) -> list[str]:
         if kind not in self.plugins:

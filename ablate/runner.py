@@ -37,6 +37,7 @@ from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
+from ablate.summary import print_summary
 from ablate.threads import run_threads
 from ablate.tracking import Mirror, add_trackers, forget
 from ablate.train import load_checkpoint, save_atomic, train_cell
@@ -149,6 +150,9 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
               threads: int | None = None, trackers: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
     """Train and evaluate every cell of a study; returns the study's metric rows as a DataFrame.
 
+    overrides: "dotted.key=value" strings, as `--set` takes them (["train.steps=300", "study.seeds=[0]"]).
+    runs_dir: the results folder, "runs" relative to the current directory unless given (as `ablate run`).
+
     recompute_stale: delete and recompute results whose plugin code changed (else: AblateError listing them).
     A plugin that fails costs only its own units of work (ablate.faults): they are listed, as dicts (arm, seed,
     cell, sampler, metric, step, weights, plugin, origin, error), in the frame's attrs["failures"].
@@ -219,7 +223,7 @@ def run_study(path: str | Path, profile: str | None = None, overrides: tuple[str
                 mirror.close()
             store.close()
     if progress:
-        print_table(frame)
+        print_summary(frame, metric_keys(study), [c.arm for c in study.cells])
         for row in failed.itertuples():
             print(f"FAILED {row.arm} seed {row.seed}: {row.reason}")
         for line in failure_lines(frame.attrs["failures"], str(runs_dir / "ablate.db")):
@@ -387,19 +391,3 @@ def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path) -> bo
                    if not (s == REAL_DATA and w == "raw")):
             return False
     return True
-
-
-def print_table(frame: pd.DataFrame) -> None:
-    """Mean ± standard deviation over seeds per arm x sampler x metric key, as a plain table (the report
-    gives 95% confidence intervals and tests instead)."""
-    if frame.empty:
-        print("no results")
-        return
-    main = frame[~frame.key.str.startswith("t=") & ~frame.key.isin(["classifier_test_acc", "kid_std"])]
-    table = main.groupby(["arm", "sampler", "key"], sort=False).value.agg(["mean", "std", "count"]).reset_index()
-    table["value"] = [f"{m:.4g} ± {s:.2g} (n={c})" if c > 1 else f"{m:.4g}" for m, s, c in
-                      zip(table["mean"], table["std"].fillna(0), table["count"], strict=True)]
-    wide = table.pivot(index=["arm", "sampler"], columns="key", values="value").fillna("").reset_index()
-    wide.columns.name = None
-    print("mean ± sd over seeds (n = seeds; `ablate report` gives 95% CIs and tests):")
-    print(wide.to_string(index=False))

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ablate.errors import AblateError
+from ablate.errors import AblateError, did_you_mean
 from ablate.interfaces import KINDS
 from ablate.plugins import Registry
 
@@ -98,13 +98,28 @@ def dotted(loc: tuple) -> str:
     return out
 
 
-def error_lines(exc: ValidationError, prefix: str = "") -> list[str]:
-    """One 'key: message (got value)' line per pydantic error, its key under `prefix`."""
+def known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the (nested) model at `loc` accepts, or [] where it is not a model (a free-form table)."""
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def error_lines(exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> list[str]:
+    """One 'key: message (got value)' line per pydantic error, its key under `prefix`. model: what was
+    validated, so that an unknown key lists the keys it accepts (and the closest one)."""
     lines = []
     for err in exc.errors():
         where = ".".join(p for p in (prefix, dotted(err["loc"])) if p)
         got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(err["input"], dict) else ""
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            known = known_keys(model, err["loc"][:-1]) if model is not None else []
+            msg = "unknown key" + (f"; known: {', '.join(known)}{did_you_mean(err['loc'][-1], known)}" if known else "")
         lines.append(f"{where or '(top level)'}: {msg}{got}")
     return lines
 
@@ -121,7 +136,7 @@ def validate_plugin(registry: Registry, kind: str, table: Any, key: str) -> tupl
     try:
         parsed = cls.Params.model_validate(params)
     except ValidationError as exc:
-        return {}, error_lines(exc, key)
+        return {}, error_lines(exc, key, cls.Params)
     return {"name": table["name"], **parsed.model_dump(mode="json")}, []
 
 

@@ -125,7 +125,10 @@ def resolve_sections(registry: Registry, model: Any) -> tuple[dict[str, Any], li
 
 
 def invalid(errors: list[str], file: str) -> StudyError:
-    return StudyError("invalid study:\n  " + "\n  ".join(errors), file=file)
+    """One problem is one line; several are a header and one indented line each, to fix them all in one go."""
+    if len(errors) == 1:
+        return StudyError(f"invalid study: {errors[0]}", file=file)
+    return StudyError(f"invalid study ({len(errors)} problems):\n  " + "\n  ".join(errors), file=file)
 
 
 def load_study(path: str | Path, profile: str | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -138,10 +141,11 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     if profile is not None:
         apply_profile(raw, profile, file)
     parsed = apply_set(raw, overrides, file)
+    schema = study_model()
     try:
-        model = study_model().model_validate(raw)
+        model = schema.model_validate(raw)
     except ValidationError as exc:
-        raise invalid(mark_set_errors(error_lines(exc), parsed), file) from None
+        raise invalid(mark_set_errors(error_lines(exc, model=schema), parsed), file) from None
     registry, plugin_files = study_registry(path, model.plugins, extra_plugins)
 
     sections, errors = resolve_sections(registry, model)
@@ -279,7 +283,7 @@ def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], sections: dict[s
         try:
             spec = ContrastSpec.model_validate(table)
         except ValidationError as exc:
-            errors += error_lines(exc, f"contrast[{i}]")
+            errors += error_lines(exc, f"contrast[{i}]", ContrastSpec)
             continue
         errors += [f"contrast[{i}].{e}" for e in check(spec, arms, [*samplers, REAL_DATA])]
         if declared and all(declared) and not any(cls.key_spec(spec.metric) for cls in metric_classes):

@@ -271,7 +271,7 @@ class X0ErrorByT(Metric):
     needs_samples = False
     cheap = True
     keys = {"t=*": KeySpec("lower", "curve", nonnegative=True, description="E||x0_hat - x0||^2 per value at timestep t"),
-            "mean": KeySpec("lower", "diagnostic", nonnegative=True, description="mean of the per-t errors")}
+            "mean": KeySpec("lower", "diagnostic", nonnegative=True, description="mean x0 error over timesteps")}
 
     class Params(Metric.Params):
         num_samples: int = Field(512, ge=2, description="held-out points used at each t")

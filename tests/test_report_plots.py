@@ -4,6 +4,7 @@ one legend entry per sampler (no point labels, no "default"), honest CIs on a lo
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from ablate.report import plots
 from ablate.report.data import ReportData
+from ablate.store import REAL_DATA
 
 ONE_STEP = {"ancestral": 1000, "one_step(jump_at=20)": 980, "one_step(jump_at=100)": 900,
             "one_step(jump_at=300)": 700, "one_step(jump_at=500)": 500, "one_step(jump_at=900)": 100, "one_step": 1}
@@ -117,3 +119,48 @@ def test_the_headline_learning_curve_has_a_point_per_step_and_the_floor():
     floor = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert len(floor) == 1 and floor[0].get_ydata()[0] == 2.5  # the mean floor over seeds at the curve's count
     assert "at 50 samples" in ax.get_ylabel() and "training step" in ax.get_xlabel()
+
+
+def _with_floor(data: ReportData, floor: float) -> ReportData:
+    """The same data with a real-data floor row per cell (what real images score on the metric)."""
+    cells = data.results[data.results.sampler != "-"].drop_duplicates("cell")
+    rows = cells.assign(sampler=REAL_DATA, value=floor, nfe=None)
+    return replace(data, results=pd.concat([data.results, rows], ignore_index=True))
+
+
+def _floor_y(ax) -> float:
+    return next(line.get_ydata()[0] for line in ax.get_lines() if line.get_label() == "real data (held-out)")
+
+
+def test_the_floor_is_drawn_off_the_x_axis_when_arms_are_far_above_it():
+    # arms 30-42x the floor, within 1.4x of each other: a linear axis from 0 would flatten the floor onto the x-axis
+    near = _data({"a": {"ancestral": [300.0, 310.0]}, "b": {"ancestral": [400.0, 420.0]}}, {"ancestral": 1000})
+    _, fig = _drawn(lambda: plots.metric_figure(_with_floor(near, 10.0), "fid"))
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert ax.get_yscale() == "log" and _floor_y(ax) == 10.0 and low < 10.0 < high
+    # and a floor the arms are only a few times above keeps the linear axis
+    _, fig = _drawn(lambda: plots.metric_figure(_with_floor(near, 100.0), "fid"))
+    assert fig.axes[0].get_yscale() == "linear" and _floor_y(fig.axes[0]) == 100.0
+
+
+def test_a_metric_against_nfe_draws_the_floor_too():
+    _, fig = _drawn(lambda: plots.metric_figure(_with_floor(ONE_ARM, 1.0), "fid"))
+    ax = fig.axes[0]
+    assert _floor_y(ax) == 1.0 and ax.get_ylim()[0] < 1.0 and "real data (held-out)" in _legend_texts(fig)
+    by_arm = {"eps": {s: [v * 30 for v in (9.5, 10.0, 10.5)] for s in ONE_STEP}, "x0": {s: [20.0, 21.0, 22.0] for s in ONE_STEP}}
+    _, fig = _drawn(lambda: plots.metric_figure(_with_floor(_data(by_arm, ONE_STEP), 1.0), "fid"))  # a panel per arm
+    for ax in fig.axes:
+        assert ax.get_yscale() == "log" and _floor_y(ax) == 1.0 and ax.get_ylim()[0] < 1.0
+
+
+def test_the_learning_curve_is_labelled_in_words():
+    data = FOUR_ARMS
+    curve = data.results[data.results.sampler == "-"].assign(key="mean", step=100, weights="ema")
+    settings = {"metric_keys": {"x0_error_by_t": {"mean": {"direction": "lower", "role": "diagnostic", "nonnegative": True,
+                                                           "description": "mean x0 error over timesteps"}}}}
+    cells = data.cells.assign(step=200)
+    _, fig = _drawn(lambda: plots.diagnostic_curve_figure(replace(data, extra=curve, cells=cells, settings=settings,
+                                                          results=pd.concat([data.results, curve.assign(step=-1)]))))
+    label = " ".join(fig.axes[0].get_ylabel().split())
+    assert label == "mean x0 error over timesteps (mean over seeds, 95% interval)"

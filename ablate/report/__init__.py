@@ -19,13 +19,14 @@ from ablate.store import Store
 from ablate.studyfile import read_toml
 
 
-def study_names(paths: list[str], store: Store) -> list[str]:
+def study_names(paths: list[str], store: Store) -> dict[str, str]:
+    """Study name -> what to pass to `ablate run` for it (its file; the name for a study found in the store)."""
     if not paths:
-        return store.studies()
-    names = []
+        return {name: name for name in store.studies()}
+    names = {}
     for p in paths:
         try:
-            names.append(read_toml(Path(p))["study"]["name"])
+            names[read_toml(Path(p))["study"]["name"]] = p
         except (KeyError, TypeError) as exc:
             raise AblateError(f"cannot read study.name ({exc})", file=p, key="study.name") from None
     return names
@@ -43,10 +44,11 @@ def write_reports(paths: list[str], runs_dir: str | Path = "runs", out_dir: str 
     written: list[Path] = []
     registry = _installed_plugins()
     try:
-        for name in study_names(paths, store):
+        for name, path in study_names(paths, store).items():
             profiles = store.profiles(name)
             if not profiles:
-                raise AblateError(f"no runs of study {name!r} in {db}")
+                raise AblateError(f"no runs of study {name!r} in {db}; run `ablate run {path}` first "
+                                  "(or pass the --runs-dir it ran with)")
             placed = index.folders(name, profiles, index.read(out_dir))
             changed: dict[str, None] = {}  # the plugins changed since, over the study's profiles
             for profile in sorted(profiles, key=index.profile_order):

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ablate import halves
 from ablate.identity import outdated
+from ablate.interfaces import declared_spec
 from ablate.stats import Summary, clipped_bootstrap, mean_ci
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 
@@ -57,11 +58,7 @@ class ReportData:
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
         metric declares is shown like a headline with no direction: tabulated, never called best."""
-        for declared in self.settings.get("metric_keys", {}).values():
-            for pattern, spec in declared.items():
-                if pattern == key or (pattern.endswith("*") and key.startswith(pattern[:-1])):
-                    return spec
-        return NOT_DECLARED
+        return dict(declared_spec(self.settings.get("metric_keys", {}), key) or NOT_DECLARED)
 
     def direction(self, key: str) -> str:
         return self.spec(key)["direction"]
@@ -141,7 +138,8 @@ class ReportData:
     @property
     def hardware_label(self) -> str:
         hw = self.hardware
-        return hw.get("gpu") or f"{hw.get('cpu', '?')} ({hw.get('torch_threads', '?')} threads)"
+        threads = hw.get("torch_threads", "?")
+        return hw.get("gpu") or f"{hw.get('cpu', '?')} ({threads} thread{'' if threads == 1 else 's'})"
 
     def values(self, arm: str, sampler: str, key: str) -> list[float]:
         """The per-seed values of one result, by seed."""

@@ -7,6 +7,8 @@ every label is laid out inside the canvas; the builders return the figure for te
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from ablate.store import FINAL, NO_SAMPLER, REAL_DATA
 
 DPI = 110
 WIDE_RANGE = 100.0  # max/min ratio from which a positive metric is drawn on a log axis
+FLOOR_RANGE = 10.0  # arms this many times the real-data floor: a log axis, or the floor would lie on the x-axis
 
 
 def draw(data: ReportData, folder: Path) -> list[Plot]:
@@ -50,9 +53,12 @@ def _log_scale(ax: Axes, axis: str, lo: float, hi: float) -> None:
         target.set_minor_formatter(NullFormatter())
 
 
-def _wants_log(values: list[float]) -> bool:
+def _wants_log(values: list[float], floor: Sequence[float] = ()) -> bool:
+    """Positive values spanning WIDE_RANGE, or reaching FLOOR_RANGE times a positive real-data floor."""
     finite = [v for v in values if math.isfinite(v)]
-    return bool(finite) and min(finite) > 0 and max(finite) / min(finite) >= WIDE_RANGE
+    if not finite or min(finite) <= 0:
+        return False
+    return max(finite) / min(finite) >= WIDE_RANGE or any(f > 0 and max(finite) / f >= FLOOR_RANGE for f in floor)
 
 
 def _errorbars(ax: Axes, xs: list[float], stats: list[Summary], log: bool, **style) -> bool:
@@ -128,13 +134,19 @@ def sampler_families(samplers: list[str]) -> dict[str, str]:
     return out
 
 
-def _floor_line(ax: Axes, data: ReportData, key: str, arm: str | None = None) -> None:
-    """The real-data floor as a dashed line: what real images score on the same metric."""
+def _floor(data: ReportData, key: str, arm: str | None = None) -> list[float]:
+    """The real-data floor's mean (of one arm's cells, or of all), or [] without one: every metric plot draws it
+    and takes it into its axis, so that it never sits unseen on the x-axis."""
     rows = data.floors[data.floors.key == key]
     if arm is not None:
         rows = rows[rows.arm == arm]
-    if len(rows):
-        ax.axhline(rows.value.mean(), color="0.3", linestyle="--", linewidth=1, label="real data (held-out)")
+    return [float(rows.value.mean())] if len(rows) else []
+
+
+def _floor_line(ax: Axes, floor: list[float]) -> None:
+    """The real-data floor as a dashed line: what real images score on the same metric."""
+    for value in floor:
+        ax.axhline(value, color="0.3", linestyle="--", linewidth=1, label="real data (held-out)")
 
 
 def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) -> tuple[Plot, Figure]:
@@ -150,17 +162,18 @@ def _families_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) 
         ax.axis("off")
     for ax, arm in zip(axes.flat, arms, strict=False):
         stats = {g: data.interval(*g, key) for g in groups if g[0] == arm}
-        log = _wants_log([v for st in stats.values() for v in (st.mean, st.high)])
+        floor = _floor(data, key, arm)
+        log = _wants_log([v for st in stats.values() for v in (st.mean, st.high)], floor)
         for i, family in enumerate(names):
             pts = sorted(((data.nfe(*g), st) for g, st in stats.items() if families[g[1]] == family and data.nfe(*g)),
                          key=_by_x)
             if pts:
                 clipped |= _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], log, marker="os^D<>ph*X"[i % 10],
                                       color=f"C{i % 10}", label=family if ax is axes.flat[0] else None)
-        _floor_line(ax, data, key, arm)
+        _floor_line(ax, floor)
         ax.set_xscale("log")
         if log:
-            _log_scale(ax, "y", *_range([v for st in stats.values() for v in (st.low, st.mean, st.high)]))
+            _log_scale(ax, "y", *_range([v for st in stats.values() for v in (st.low, st.mean, st.high)] + floor))
         ax.set_title(arm, fontsize=9)
         ax.set_xlabel("network evaluations per sample (NFE)")
         ax.set_ylabel(f"{key} (mean, 95% interval)")
@@ -276,8 +289,8 @@ def diagnostic_curve_figure(data: ReportData) -> tuple[Plot, Figure] | None:
     if _wants_log(shown):
         _log_scale(ax, "y", *_range(shown))
     metric = next(iter(curve[curve.key == key].metric), "").split("(")[0]
-    _finish(fig, ax, "training step", f"{metric} {key} (mean, 95% interval)",
-            f"{metric} {key} during training (a diagnostic, not sample quality)")
+    _finish(fig, ax, "training step", f"{words(data, key, metric)}\n(mean over seeds, 95% interval)",
+            "A diagnostic during training (not sample quality)")
     return Plot(f"Diagnostic during training: {metric} {key}", "diagnostic_curves.png"), fig
 
 
@@ -285,7 +298,8 @@ def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) ->
     fig = Figure(figsize=(7.6, 4.4), layout="constrained")
     ax = fig.add_subplot()
     stats = {g: data.interval(*g, key) for g in groups}
-    log = _wants_log([v for s in stats.values() for v in (s.mean, s.high)])
+    floor = _floor(data, key)
+    log = _wants_log([v for s in stats.values() for v in (s.mean, s.high)], floor)
     clipped = False
     for arm in data.arms:
         pts = sorted(((data.nfe(*g), stats[g], g[1]) for g in groups if g[0] == arm and data.nfe(*g) is not None), key=_by_x)
@@ -298,9 +312,10 @@ def _metric_vs_nfe(data: ReportData, key: str, groups: list[tuple[str, str]]) ->
                                       color=f"C{i % 10}", label=sampler)
         else:
             clipped |= _errorbars(ax, [p[0] for p in pts], [p[1] for p in pts], log, marker="o", label=arm)
+    _floor_line(ax, floor)
     ax.set_xscale("log")
     if log:
-        _log_scale(ax, "y", *_range([v for s in stats.values() for v in (s.low, s.mean, s.high)]))
+        _log_scale(ax, "y", *_range([v for s in stats.values() for v in (s.low, s.mean, s.high)] + floor))
     _finish(fig, ax, "network evaluations per sample (NFE)", f"{key} (mean, 95% interval)",
             f"{key} against the number of network evaluations", clipped)
     return Plot(f"{key} vs NFE", f"{key}_vs_nfe.png"), fig
@@ -311,13 +326,14 @@ def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) 
     fig = Figure(figsize=(max(5.6, 1.0 + 0.9 * len(groups)), 4.4), layout="constrained")
     ax = fig.add_subplot()
     stats = [data.interval(*g, key) for g in groups]
-    log = _wants_log([v for s in stats for v in (s.mean, s.high)])
+    floor = _floor(data, key)
+    log = _wants_log([v for s in stats for v in (s.mean, s.high)], floor)
     clipped = False
     for i, s in enumerate(stats):
         clipped |= _errorbars(ax, [i], [s], log, marker="o", color=f"C{i % 10}")
-    _floor_line(ax, data, key)
+    _floor_line(ax, floor)
     if log:
-        _log_scale(ax, "y", *_range([v for s in stats for v in (s.low, s.mean, s.high)]))
+        _log_scale(ax, "y", *_range([v for s in stats for v in (s.low, s.mean, s.high)] + floor))
     ax.set_xticks(range(len(groups)), names, rotation=20 if max(map(len, names)) > 12 else 0, ha="right"
                   if max(map(len, names)) > 12 else "center", fontsize=8)
     ax.set_xlim(-0.5, len(groups) - 0.5)
@@ -325,6 +341,12 @@ def _metric_by_group(data: ReportData, key: str, groups: list[tuple[str, str]]) 
     _finish(fig, ax, "arm" if len(data.arms) > 1 else "sampler", f"{key} (mean, 95% interval)",
             f"{key} per {'arm' if len(data.arms) > 1 else 'sampler'}" + (f" ({nfe} NFE)" if nfe else ""), clipped)
     return Plot(f"{key} per arm", f"{key}_by_arm.png"), fig
+
+
+def words(data: ReportData, key: str, metric: str = "") -> str:
+    """A key as a reader says it: what its metric declares it to be (e.g. "mean x0 error over timesteps"),
+    else the metric and key; wrapped to fit beside a plot."""
+    return textwrap.fill(data.spec(key)["description"] or " ".join(p for p in (metric, key) if p), 42)
 
 
 def _range(values: list[float]) -> tuple[float, float]:

@@ -311,8 +311,7 @@ def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome], by_step: cur
         lines += [f"- {contrast_text.seeds_sentence(o)}" for o in open_] + [""]
     lines += curves.section(data, outcomes, by_step)
     for key in dict.fromkeys(o.comparison.key for o in outcomes):
-        groups = list(dict.fromkeys(g for o in outcomes if o.comparison.key == key
-                                    for g in (o.comparison.baseline, o.comparison.compare)))
+        groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]  # every arm, not only the declared
         lines += [f"### Per-seed {key}", "", "Each seed's value, so any test above can be redone by hand.", ""]
         lines += contrast_text.per_seed_table(data.sampled, key, groups) + [""]
     return lines
