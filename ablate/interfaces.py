@@ -205,6 +205,7 @@ class KeySpec:
     role: Literal["headline", "curve", "diagnostic"] = "diagnostic"
     nonnegative: bool = False
     description: str = ""
+    unit: str = ""  # what one unit of this key is
 
 
 class Metric(Plugin):

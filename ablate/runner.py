@@ -28,13 +28,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ablate import ladder
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import evaluate_cell, samples_path
 from ablate.faults import blame, failure_lines, isolated, storage_failure
 from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
-from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
+from ablate.store import CELL, FINAL, LADDER, NO_SAMPLER, REAL_DATA, REFERENCE_ROWS, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
 from ablate.train import load_checkpoint, save_atomic, train_cell
 from ablate.worker import run_remote
@@ -221,7 +222,7 @@ def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[st
     for key in cells:  # files first: a kill before the rows go leaves them stale, so they are deleted again
         shutil.rmtree(runs_dir / key, ignore_errors=True)
     for key, sampler, _, _ in evals:
-        if sampler not in (NO_SAMPLER, REAL_DATA):
+        if sampler not in (NO_SAMPLER, *REFERENCE_ROWS):
             samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
     store.forget({k: identities[k] for k in cells}, [(k, s, m) for k, s, m, _ in evals])
     return lines
@@ -242,7 +243,7 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     state = store.cell(cell.key) or {}
     if state.get("status") == "failed":
         return f"{name}: failed earlier ({state.get('reason')}); not retried"
-    if state.get("status") == "done" and _all_evaluated(study, cell, store):
+    if state.get("status") == "done" and _all_evaluated(study, cell, store, datasets):
         return f"{name}: already done"
     try:
         line = _train_and_evaluate(study, cell, store, runs_dir, datasets, progress, name, state)
@@ -266,10 +267,7 @@ def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, 
     run_dir = runs_dir / cell.key
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cell.config, indent=2, sort_keys=True))
-    data_key = json.dumps(cell.config["data"], sort_keys=True)
-    if data_key not in datasets:
-        datasets[data_key] = study.registry.from_table("dataset", cell.config["data"]).load()
-    data = datasets[data_key]
+    data = cell_data(study, cell, datasets)
     parts = Parts.from_config(study.registry, cell.config)
     t0 = time.time()
     steps_before = state.get("step", 0)
@@ -319,22 +317,41 @@ def _train_and_evaluate(study: Study, cell: Cell, store: Store, runs_dir: Path, 
 def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, int, str]]:
     """The cell's failed units (sampler, metric, step, weights) of this study: a shared cell may hold other studies'."""
     labels = evaluated_labels(study)
-    samplers, metrics = {*labels["samplers"], NO_SAMPLER, REAL_DATA, CELL}, {*labels["metrics"], CELL}
+    samplers, metrics = {*labels["samplers"], NO_SAMPLER, *REFERENCE_ROWS, CELL}, {*labels["metrics"], CELL}
     return [unit for unit in store.failures(cell.key) if unit[0] in samplers and unit[1] in metrics]
 
 
-def _all_evaluated(study: Study, cell: Cell, store: Store) -> bool:
+def cell_data(study: Study, cell: Cell, datasets: dict[str, Data]) -> Data:
+    """The cell's dataset, loaded once per run (datasets: the cache, by data table)."""
+    data_key = json.dumps(cell.config["data"], sort_keys=True)
+    if data_key not in datasets:
+        datasets[data_key] = study.registry.from_table("dataset", cell.config["data"]).load()
+    return datasets[data_key]
+
+
+def _all_evaluated(study: Study, cell: Cell, store: Store, datasets: dict[str, Data]) -> bool:
+    """Every evaluation of the study stored for this cell, the floor and the calibration ladder included.
+    The data is loaded only when a ladder rung is missing, to tell whether it gets that rung."""
     if _failures(study, cell, store):
         return False
     labels = evaluated_labels(study)
     weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)
+    sampled = []
     for m, m_label in zip(study.metrics, labels["metrics"], strict=True):
         needs_samples = study.registry.get("metric", m["name"]).needs_samples
         samplers = [*labels["samplers"], REAL_DATA] if needs_samples else [NO_SAMPLER]
         if not all(store.eval_done(cell.key, s, m_label, weights=w) for s in samplers for w in weights
                    if not (s == REAL_DATA and w == "raw")):
             return False
-    return True
+        sampled += [m_label] if needs_samples else []
+    missing = {rung for rung in LADDER for m in sampled if not store.eval_done(cell.key, rung, m)}
+    if not missing:
+        return True
+    try:
+        rungs = ladder.labels(cell_data(study, cell, datasets))
+    except Exception:  # the cell's own unit loads it again, and records why it fails
+        return False
+    return not missing & set(rungs)
 
 
 def print_table(frame: pd.DataFrame) -> None:

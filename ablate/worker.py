@@ -113,7 +113,7 @@ def run_remote(executor_map: RemoteMap, study: Any, store: Store, runs_dir: Path
         if state.get("status") == "failed":
             yield f"{name}: failed earlier ({state.get('reason')}); not retried"
             continue
-        if state.get("status") == "done" and runner._all_evaluated(study, cell, store):
+        if state.get("status") == "done" and runner._all_evaluated(study, cell, store, _DATASETS):
             yield f"{name}: already done"
             continue
         seed_cell_store(store, path, cell.key)
