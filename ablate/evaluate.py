@@ -23,11 +23,19 @@ from ablate.cell import Parts, pick_device
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
 from ablate.faults import Units, isolated
-from ablate.interfaces import KINDS, Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
+from ablate.interfaces import (
+    KINDS,
+    REFERENCE,
+    Data,
+    DataSpec,
+    Denoiser,
+    EvalContext,
+    Metric,
+    Prediction,
+    Sampler,
+)
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
-
-REFERENCE = "reference"  # EvalContext.extra key: the evaluation's reference split as saved (what features are standardised by)
 
 
 class CountingDenoiser:

@@ -80,6 +80,9 @@ class EvalContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+REFERENCE = "reference"  # EvalContext.extra key: the evaluation's reference split as saved (features are standardised by it)
+
+
 class Plugin:
     """Base of every plugin: a name, validated Params, constructed as Plugin(params)."""
 

@@ -26,12 +26,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ablate import AblateError, Data, EvalContext, KeySpec, Metric
-from ablate.evaluate import as_saved
+from ablate.interfaces import REFERENCE
 
 INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"
 Features = Literal["classifier", "inception", "raw"]
-REFERENCE = "reference"  # ctx.extra key set by the core: the evaluation's reference split, as saved
 MIN_SD = 1e-6  # a feature whose sd on the reference is below this is constant there: it keeps sd 1
 Z_UNIT = "standardised features (per-feature z-scores of the reference split, unless standardise = false or inception)"
 ACC = KeySpec(description="held-out accuracy of the feature classifier", unit="share of held-out images classified right")
@@ -161,7 +160,13 @@ def standardise(feature: nn.Module, prepare: Callable[[Tensor], Tensor], referen
 def reference_split(ctx: EvalContext) -> Tensor:
     """The evaluation's reference split as saved: set by the core, else (a metric called directly) the held-out split."""
     ref = ctx.extra.get(REFERENCE)
-    return ref if ref is not None else as_saved(ctx.data.test, ctx.data.spec)
+    if ref is not None:
+        return ref
+    from ablate.evaluate import (
+        as_saved,  # here: the evaluation's imports (pandas, scipy) stay out of `ablate plugins`
+    )
+
+    return as_saved(ctx.data.test, ctx.data.spec)
 
 
 class FeatureMetric(Metric):

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import ablate
-from ablate.evaluate import REFERENCE
-from ablate.interfaces import Data, DataSpec, EvalContext
+from ablate.interfaces import REFERENCE, Data, DataSpec, EvalContext
 
 MODES, DIM, PER_MODE = 8, 2, 250
 
