@@ -162,9 +162,8 @@ def reference_split(ctx: EvalContext) -> Tensor:
     ref = ctx.extra.get(REFERENCE)
     if ref is not None:
         return ref
-    from ablate.evaluate import (
-        as_saved,  # here: the evaluation's imports (pandas, scipy) stay out of `ablate plugins`
-    )
+    # imported here, so that `ablate plugins` imports no pandas or scipy (ablate.evaluate does)
+    from ablate.evaluate import as_saved
 
     return as_saved(ctx.data.test, ctx.data.spec)
 
