@@ -17,7 +17,7 @@ Rungs are drawn once per cell from the training split with a generator seeded by
 seeds give independent draws), and only for image data. The floor (`real data (held-out)`) is the bottom
 rung: one half of the held-out split scored against the other half, so that no image a model was trained
 on can reach it (`floor`). The halves are drawn by the cell's seed too, the same for every arm at a seed:
-at half the count one halving is noisy (digits, KID: sd 0.019 over halvings around a mean of 0.010), and
+at half the count one halving is noisy (digits, KID: sd 0.03 over 8 halvings around a mean of 0.005), and
 the mean over seeds averages that out.
 """
 
