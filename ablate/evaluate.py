@@ -3,8 +3,9 @@
 What makes the numbers comparable: samples are scored as they would be saved (clamped and 8-bit
 quantised for images); every sampler of every arm at one seed starts from the same x_T and draws
 the same noise stream (common random numbers, so comparisons are paired); and every sample metric
-is also computed on real images at the same count, the floor printed beside the models' numbers, drawn
-afresh at each seed so that its spread over seeds is the metric's own noise at that count.
+is also computed on held-out real images that no model trained on (the floor, drawn afresh at each seed so
+that its spread over seeds is the metric's own noise at that count) and, for image data, on the
+calibration ladder (ablate.ladder), printed beside the models' numbers.
 
 Learning curves (`eval.at_steps`): the cheap metrics at each step, and with `eval.curve_samples` the sample
 metrics that declare a headline key, at that smaller count under one sampler; the final weights get the same
@@ -22,12 +23,22 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ablate import halves
+from ablate import halves, ladder
 from ablate.cell import Parts, pick_device
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
 from ablate.faults import Units, isolated
-from ablate.interfaces import KINDS, Data, DataSpec, Denoiser, EvalContext, Metric, Prediction, Sampler
+from ablate.interfaces import (
+    KINDS,
+    REFERENCE,
+    Data,
+    DataSpec,
+    Denoiser,
+    EvalContext,
+    Metric,
+    Prediction,
+    Sampler,
+)
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
 from ablate.train import save_atomic
@@ -157,26 +168,36 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
     def done(sampler: str, name: str) -> bool:
         return store.eval_done(key, sampler, name, step, weights)
 
-    def context(tag: str) -> EvalContext:
-        gen = torch.Generator(device).manual_seed(_seed(config["seed"], tag) % 2**63)
-        return EvalContext(data=data, denoiser=denoiser, diffusion=diffusion, device=device, cache_dir=cache_dir, generator=gen)
-
     saved = {"train": as_saved(data.train, data.spec), "test": as_saved(data.test, data.spec)}  # once per cell
 
-    def real_for(metric: Metric) -> tuple[Tensor, Tensor]:
-        """(the split this metric compares with, the other real split: what its floor scores as samples)."""
-        split = "train" if metric.compares_with == "train" else study.eval.reference
-        return saved[split], saved["test" if split == "train" else "train"]
+    def context(tag: str) -> EvalContext:
+        gen = torch.Generator(device).manual_seed(_seed(config["seed"], tag) % 2**63)
+        return EvalContext(data=data, denoiser=denoiser, diffusion=diffusion, device=device, cache_dir=cache_dir,
+                           generator=gen, extra={REFERENCE: saved[study.eval.reference]})
+
+    def real_for(metric: Metric) -> Tensor:
+        """The split this metric compares with."""
+        return saved["train" if metric.compares_with == "train" else study.eval.reference]
 
     for name, metric in metrics:  # model diagnostics: no sampler involved
         if not metric.needs_samples and not done(NO_SAMPLER, name):
             units.score(NO_SAMPLER, name, metric, (None, data.test, context(name)), metric.params.num_samples, None)
 
-    for name, metric in metrics:  # the floor: real images in place of samples, at the same count
+    for name, metric in metrics:  # the floor: held-out images in place of samples, at the same count (or all there are)
         if floors and metric.needs_samples and not done(REAL_DATA, name):
-            real, other = real_for(metric)
-            floor = floor_images(other, counts[name], config["seed"])
+            against_train = metric.compares_with == "train" or study.eval.reference == "train"
+            floor, real = ladder.floor(saved["test"], saved["train"], against_train, config["seed"])
+            floor = floor[: counts[name]]
             units.score(REAL_DATA, name, metric, (floor, real, context(name)), floor.shape[0], 0)
+
+    rungs = [(label, name, m) for label in ladder.labels(data) for name, m in metrics
+             if final and m.needs_samples and not done(label, name)]
+    if rungs:  # the calibration ladder: training images degraded in known ways, at each metric's count
+        images = ladder.build(data, max(m.params.num_samples for _, _, m in rungs), config["seed"],
+                              lambda x: as_saved(x, data.spec))
+        for label, name, metric in rungs:
+            k = metric.params.num_samples
+            units.score(label, name, metric, (images[label][:k], real_for(metric), context(label)), k, 0)
 
     for spec in study.samplers:
         s_label = registry.label("sampler", spec)
@@ -208,7 +229,6 @@ def evaluate_cell(key: str, config: dict[str, Any], study: Study, parts: Parts, 
             torch.save(samples[: study.eval.grid_samples].clone(), grid_file)
         for m_label, metric in todo:
             k = counts[m_label]
-            real, _ = real_for(metric)
-            if units.score(s_label, m_label, metric, (samples[:k], real, context(s_label)), k, nfe, seconds * k / n):
+            if units.score(s_label, m_label, metric, (samples[:k], real_for(metric), context(s_label)), k, nfe, seconds * k / n):
                 units.summary[-1] += f" ({nfe} NFE)"
     return units.summary

@@ -27,7 +27,7 @@ import torch
 from ablate.errors import AblateError
 from ablate.interfaces import Metric
 from ablate.plugins import Registry
-from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
+from ablate.store import CELL, FINAL, NO_SAMPLER, REFERENCE_ROWS
 
 if TYPE_CHECKING:
     from ablate.store import Store
@@ -206,8 +206,8 @@ def unit_name(sampler: str, metric: str, step: int = FINAL, weights: str = "ema"
         (f" ({weights} weights)" if weights != "ema" else "")
     if sampler == NO_SAMPLER:
         return f"metric {metric} (no sampler){where}"
-    if sampler == REAL_DATA:
-        return f"metric {metric} on {REAL_DATA}{where}"
+    if sampler in REFERENCE_ROWS:
+        return f"metric {metric} on {sampler}{where}"
     return f"sampler {sampler}, metric {metric}{where}"
 
 

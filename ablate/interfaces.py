@@ -111,6 +111,9 @@ def neutral_defaults(params: type[BaseModel]) -> dict[str, Any]:
             if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("neutral")}
 
 
+REFERENCE = "reference"  # EvalContext.extra key: the evaluation's reference split as saved (features are standardised by it)
+
+
 class Plugin:
     """Base of every plugin: a name, validated Params, constructed as Plugin(params)."""
 

@@ -28,14 +28,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ablate import halves
+from ablate import halves, ladder
 from ablate.cell import Parts, pick_device
 from ablate.errors import AblateError, TrainingDiverged
 from ablate.evaluate import curve_sampler, evaluate_cell, headline, samples_path
 from ablate.faults import blame, failure_lines, isolated, storage_failure
 from ablate.identity import changes, plugin_identity
 from ablate.interfaces import KINDS, Data
-from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA, Store
+from ablate.store import CELL, FINAL, LADDER, NO_SAMPLER, REAL_DATA, REFERENCE_ROWS, Store
 from ablate.study import Cell, EvalConfig, Study, load_study
 from ablate.summary import print_summary
 from ablate.threads import run_threads
@@ -251,7 +251,7 @@ def settle_stale(study: Study, store: Store, runs_dir: Path, identities: dict[st
     for key in cells:  # files first: a kill before the rows go leaves them stale, so they are deleted again
         shutil.rmtree(runs_dir / key, ignore_errors=True)
     for key, sampler, _, _ in evals:
-        if sampler not in (NO_SAMPLER, REAL_DATA):
+        if sampler not in (NO_SAMPLER, *REFERENCE_ROWS):
             samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
             halves.samples_path(runs_dir / key, sampler).unlink(missing_ok=True)
     store.forget({k: identities[k] for k in cells}, [(k, s, m) for k, s, m, _ in evals])
@@ -274,7 +274,7 @@ def _run_cell(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: 
     state = store.cell(cell.key) or {}
     if state.get("status") == "failed":
         return f"{name}: failed earlier ({state.get('reason')}); not retried"
-    if state.get("status") == "done" and _all_evaluated(study, cell, store, runs_dir):
+    if state.get("status") == "done" and _all_evaluated(study, cell, store, runs_dir, datasets):
         return f"{name}: already done"
     try:
         line = _train_and_evaluate(study, cell, store, runs_dir, datasets, progress, name, state)
@@ -359,7 +359,7 @@ def _data(study: Study, config: dict[str, Any], datasets: dict[str, Data]) -> Da
 def _failures(study: Study, cell: Cell, store: Store) -> list[tuple[str, str, int, str]]:
     """The cell's failed units (sampler, metric, step, weights) of this study: a shared cell may hold other studies'."""
     labels = evaluated_labels(study)
-    samplers, metrics = {*labels["samplers"], NO_SAMPLER, REAL_DATA, CELL}, {*labels["metrics"], CELL}
+    samplers, metrics = {*labels["samplers"], NO_SAMPLER, *REFERENCE_ROWS, CELL}, {*labels["metrics"], CELL}
     return [unit for unit in store.failures(cell.key) if unit[0] in samplers and unit[1] in metrics]
 
 
@@ -372,7 +372,10 @@ def _curve_end(study: Study, cell: Cell) -> int | None:
     return steps
 
 
-def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path) -> bool:
+def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path, datasets: dict[str, Data]) -> bool:
+    """Every evaluation of the study stored for this cell: the floor, the calibration ladder, the headline curve
+    and the two-halves samples included. The data is loaded only when a ladder rung is missing, to tell
+    whether the cell gets that rung."""
     if _failures(study, cell, store) or not halves.drawn(study, cell, runs_dir):
         return False
     labels = evaluated_labels(study)
@@ -384,10 +387,20 @@ def _all_evaluated(study: Study, cell: Cell, store: Store, runs_dir: Path) -> bo
         if not all(store.eval_done(cell.key, s, m, end) for m in heads for s in (curve, REAL_DATA)):
             return False
     weights = ("ema", "raw") if study.eval.raw_weights else ("ema",)
+    sampled = []
     for m, m_label in zip(study.metrics, labels["metrics"], strict=True):
         needs_samples = study.registry.get("metric", m["name"]).needs_samples
         samplers = [*labels["samplers"], REAL_DATA] if needs_samples else [NO_SAMPLER]
         if not all(store.eval_done(cell.key, s, m_label, weights=w) for s in samplers for w in weights
                    if not (s == REAL_DATA and w == "raw")):
             return False
-    return True
+        sampled += [m_label] if needs_samples else []
+    missing = {rung for rung in LADDER for m in sampled if not store.eval_done(cell.key, rung, m)}
+    if not missing:
+        return True
+    try:
+        rungs = ladder.labels(_data(study, cell.config, datasets))
+    except Exception:  # the cell's own unit loads it again, and records why it fails
+        return False
+    return not missing & set(rungs)
+

@@ -37,7 +37,11 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 FINAL = -1  # the `step` of an evaluation of the final weights
 NO_SAMPLER = "-"  # the sampler of a model diagnostic (no samples drawn)
-REAL_DATA = "real data (held-out)"  # the sampler of the floor: real images scored like samples
+REAL_DATA = "real data (held-out)"  # the sampler of the floor: held-out images scored like samples (ablate.ladder)
+# the samplers of the calibration ladder (ablate.ladder): training images degraded in known ways, scored like samples
+LADDER = ("ladder: 10 copies", "ladder: 100 copies", "ladder: noise 0.1", "ladder: noise 0.3", "ladder: blur 1px",
+          "ladder: class means")
+REFERENCE_ROWS = (REAL_DATA, *LADDER)  # rows of real images scored like samples: no sampler, no NFE
 CELL = "(cell)"  # the sampler and metric of a cell's own failure (loading its data, building its plugins, training)
 
 SCHEMA = """
@@ -162,7 +166,7 @@ class Store:
     def eval_stale(self, sampler: str, metric: str, recorded: str | None) -> bool:
         """Was a stored evaluation (its recorded identity) computed by other code than this run's? Only this
         run's sampler and metric labels are judged: a shared cell also holds other studies' evaluations."""
-        if metric not in self.identities["metric"] or sampler not in {*self.identities["sampler"], NO_SAMPLER, REAL_DATA}:
+        if metric not in self.identities["metric"] or sampler not in {*self.identities["sampler"], NO_SAMPLER, *REFERENCE_ROWS}:
             return False
         return _stale(recorded, json.loads(self.eval_identity(sampler, metric) or "{}"))
 
@@ -245,7 +249,7 @@ class Store:
         frame = self.frame("SELECT rc.arm, rc.seed, f.cell, f.sampler, f.metric, f.step, f.weights, f.plugin, f.origin, "
                            "f.error FROM run_cells rc JOIN failures f ON f.cell = rc.cell WHERE rc.run=? "
                            "ORDER BY rc.rowid, f.finished", (run_id,))
-        return self._of_study(frame, run_id, samplers=(NO_SAMPLER, REAL_DATA, CELL), metrics=(CELL,))
+        return self._of_study(frame, run_id, samplers=(NO_SAMPLER, *REFERENCE_ROWS, CELL), metrics=(CELL,))
 
     def _settle_failures(self) -> None:
         """Drop the failure of every evaluation that is stored (merged from another store)."""
@@ -339,7 +343,7 @@ class Store:
             + " ORDER BY rc.arm, rc.seed, m.sampler, m.metric, m.key, m.step", (run_id if run_id is not None else -1,))
         return self._of_study(frame, run_id)
 
-    def _of_study(self, frame: pd.DataFrame, run_id: int | None, samplers: tuple[str, ...] = (NO_SAMPLER, REAL_DATA),
+    def _of_study(self, frame: pd.DataFrame, run_id: int | None, samplers: tuple[str, ...] = (NO_SAMPLER, *REFERENCE_ROWS),
                   metrics: tuple[str, ...] = ()) -> pd.DataFrame:
         """Only the rows of the run's own samplers and metrics (and of the labels given), not those of studies sharing a cell."""
         row = self.db.execute("SELECT settings FROM runs WHERE id=?", (run_id,)).fetchone()

@@ -116,7 +116,7 @@ def run_remote(executor_map: RemoteMap, study: Any, store: Store, runs_dir: Path
             settled.append(cell.key)
             yield f"{name}: failed earlier ({state.get('reason')}); not retried"
             continue
-        if state.get("status") == "done" and runner._all_evaluated(study, cell, store, runs_dir):
+        if state.get("status") == "done" and runner._all_evaluated(study, cell, store, runs_dir, _DATASETS):
             settled.append(cell.key)
             yield f"{name}: already done"
             continue

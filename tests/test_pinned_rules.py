@@ -80,7 +80,7 @@ def test_ema_update_rule_with_warm_up(tmp_path, ema):
 
 def raw_fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """FID through torchmetrics with the fid plugin's raw features (flattened values)."""
-    from ablate_plugins.metrics import Flatten
+    from ablate_plugins.features import Flatten
     from torchmetrics.image.fid import FrechetInceptionDistance
 
     metric = FrechetInceptionDistance(feature=Flatten(real[0].numel()))

@@ -23,7 +23,7 @@ import torch
 
 import ablate
 from ablate import cli
-from ablate.store import REAL_DATA
+from ablate.store import REAL_DATA, REFERENCE_ROWS
 from ablate.study import load_study
 
 DATA = Path(__file__).parent / "data"
@@ -174,10 +174,12 @@ def test_gmm_study_end_to_end(gmm_run):
     nfe = frame.groupby(frame.sampler.map(name_of)).nfe.agg(["min", "max"])
     assert nfe.loc["ancestral"].tolist() == [100, 100] and nfe.loc["one_step"].tolist() == [1, 1]
     assert frame[frame.sampler == "-"].nfe.isna().all()
-    # every row records its sample count
-    assert set(frame[frame.metric.str.startswith("gmm_fit")].num_samples) == {500}
+    # every row records its sample count; the floor scores one half of the 500 held-out points against the other
+    sampled = frame[frame.sampler != REAL]
+    assert set(sampled[sampled.metric.str.startswith("gmm_fit")].num_samples) == {500}
     assert set(frame[frame.metric.str.startswith("x0_error_by_t")].num_samples) == {200}
-    assert set(frame[frame.metric.str.startswith("fid")].num_samples) == {500}
+    assert set(sampled[sampled.metric.str.startswith("fid")].num_samples) == {500}
+    assert set(frame[frame.sampler == REAL].num_samples) == {250}
     fid = frame[frame.key == "fid"].value
     assert (fid >= 0).all() and fid.map(float).notna().all()
     # even 200 steps learn the ring well enough for the full ancestral chain to find most modes
@@ -282,25 +284,25 @@ num_samples = 50
 
 
 def test_digits_unet_end_to_end(tmp_path, monkeypatch):
-    import ablate_plugins.metrics as metrics
+    import ablate_plugins.features as features
 
     runs = tmp_path / "runs"
     cached_before_call = []
-    original = metrics.trained_classifier
+    original = features.trained_classifier
 
     def spy(data, cache_dir, *args, **kwargs):
         cached_before_call.append(bool(list(Path(cache_dir).glob("classifier-*.pt"))))
         return original(data, cache_dir, *args, **kwargs)
 
-    monkeypatch.setattr(metrics, "trained_classifier", spy)
+    monkeypatch.setattr(features, "trained_classifier", spy)
     (tmp_path / "digits.toml").write_text(DIGITS)
     frame = ablate.run_study(tmp_path / "digits.toml", runs_dir=runs, progress=False)
 
-    # each FID for the samples and for real training images (the floor) at the same count
+    # each FID for the samples, for held-out images (the floor) and for every rung of the calibration ladder
     assert sorted(zip(frame.sampler, frame.metric, frame.key, strict=True)) == sorted(
-        (s, f"fid(num_samples={n})", k) for s in ("ancestral", REAL_DATA) for n in (50, 100)
+        (s, f"fid(num_samples={n})", k) for s in ("ancestral", *REFERENCE_ROWS) for n in (50, 100)
         for k in ("classifier_test_acc", "fid"))
-    assert dict(zip(frame.sampler, frame.nfe, strict=True)) == {"ancestral": 20, REAL_DATA: 0}
+    assert dict(zip(frame.sampler, frame.nfe, strict=True)) == {"ancestral": 20, **dict.fromkeys(REFERENCE_ROWS, 0)}
     acc = frame[frame.key == "classifier_test_acc"].value
     assert (acc > 0.8).all() and acc.nunique() == 1
     assert (frame[frame.key == "fid"].value >= 0).all()
@@ -308,7 +310,7 @@ def test_digits_unet_end_to_end(tmp_path, monkeypatch):
     fids = frame[frame.key == "fid"].groupby("sampler").value.max()
     assert fids[REAL_DATA] < fids["ancestral"]
     # trained once (by the first FID), then read from runs/cache by the others
-    assert cached_before_call == [False, True, True, True]
+    assert cached_before_call == [False] + [True] * (2 * (1 + len(REFERENCE_ROWS)) - 1)
     assert len(list((runs / "cache").glob("classifier-digits-*.pt"))) == 1
     (key,) = set(frame.cell)
     assert query(runs, "SELECT status, step, num_params > 0 FROM cells") == [("done", 20, 1)]

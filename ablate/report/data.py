@@ -19,7 +19,7 @@ from ablate import halves
 from ablate.identity import outdated
 from ablate.interfaces import declared_spec
 from ablate.stats import Summary, clipped_bootstrap, mean_ci
-from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
+from ablate.store import FINAL, LADDER, NO_SAMPLER, REAL_DATA, Store
 
 if TYPE_CHECKING:
     from ablate.plugins import Registry
@@ -44,7 +44,7 @@ class ReportData:
     profile: str
     run: pd.Series  # the runs-table row of the latest run
     cells: pd.DataFrame  # Store.run_cells
-    results: pd.DataFrame  # Store.results: final EMA metric rows of the run's cells
+    results: pd.DataFrame  # Store.results: final EMA metric rows of the run's cells (the floor, not the ladder)
     losses: pd.DataFrame  # cell, step, loss, arm, seed
     hardware: dict[str, Any]  # of the run that did the work
     wall_seconds: float | None  # completed runs of this study and profile, summed
@@ -54,6 +54,7 @@ class ReportData:
     changed: dict[str, str] = field(default_factory=dict)  # 'kind/name' -> current identity: code changed since
     failures: pd.DataFrame = field(default_factory=pd.DataFrame)  # units that failed (Store.run_failures)
     halves: pd.DataFrame = field(default_factory=pd.DataFrame)  # generalisation rows of pairs of halves (ablate.halves)
+    ladder: pd.DataFrame = field(default_factory=pd.DataFrame)  # the calibration ladder's rows (ablate.ladder)
 
     def spec(self, key: str) -> dict[str, Any]:
         """What the metric that wrote `key` declared about it (the run records the declarations). A key no
@@ -190,7 +191,9 @@ def load(store: Store, study: str, profile: str, runs_dir: Path, registry: Regis
     extra = everything[(everything.step != FINAL) | (everything.weights != "ema")]
     settings = json.loads(run.settings or "{}")
     results = pd.concat([store.results(study, run_id=run_id), *_companions(store, settings, profile)], ignore_index=True)
-    return ReportData(study=study, profile=profile, run=run, cells=cells, results=results,
+    on_ladder = results.sampler.isin(LADDER)
+    return ReportData(study=study, profile=profile, run=run, cells=cells, results=results[~on_ladder].reset_index(drop=True),
+                      ladder=results[on_ladder].reset_index(drop=True),
                       losses=losses, hardware=store.worker_hardware(study, profile),
                       wall_seconds=store.wall_seconds(study, profile), runs_dir=runs_dir,
                       settings=settings, extra=extra.reset_index(drop=True), failures=store.run_failures(run_id),
@@ -219,6 +222,6 @@ def _companions(store: Store, settings: dict[str, Any], profile: str) -> list[pd
         if run_id is None:
             continue
         rows = store.results(name, run_id=run_id)
-        rows = rows[rows.sampler != REAL_DATA]  # the floor is this study's own
+        rows = rows[~rows.sampler.isin([REAL_DATA, *LADDER])]  # the floor and the ladder are this study's own
         frames.append(rows.assign(arm=[f"{tag} + {arm}" for arm in rows.arm]))
     return frames

@@ -8,7 +8,7 @@ import tomllib
 from pathlib import Path
 
 from ablate import contrasts
-from ablate.report import contrast_text, curves, halves
+from ablate.report import calibration, contrast_text, curves, halves
 from ablate.report.contrast_text import fmt
 from ablate.report.data import ALPHA, Plot, ReportData, split_axis
 from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
@@ -40,6 +40,7 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     lines += _setup(data) + _health(data)
     if data.keys:
         lines += _results(data)
+    lines += calibration.ladder(data)
     lines += halves.section(data)
     if outcomes:
         lines += _contrasts(data, outcomes, by_step)
@@ -216,8 +217,9 @@ def _results(data: ReportData) -> list[str]:
     lines = ["## Results", "", "Each entry: mean over seeds with its 95% interval [low, high] and n = seeds. "
              "Intervals use the t distribution" + (f", except for the non-negative {', '.join(nonneg)}: a seeded "
              "percentile bootstrap of the mean, clipped at 0, so no interval goes below zero" if nonneg else "") + ". "
-             "`real data (held-out)` is the floor: the same metric on real training images in place of samples, at "
-             "the same count, against the same reference (for a training-set metric: held-out images)."]
+             "`real data (held-out)` is the floor: the same metric on held-out images that no model trained on, in place "
+             "of samples: one half of the held-out split against the other (so at about half its count), or, for a "
+             "metric that compares with the training split, held-out images against it."]
     directions = [f"{k}: {data.direction(k)} is better" for k in data.keys if data.direction(k) != "none"]
     if directions:
         lines[-1] += " Directions as the metrics declare them: " + "; ".join(directions) + "."
@@ -231,6 +233,7 @@ def _results(data: ReportData) -> list[str]:
         lines += ["", "### Diagnostics", ""]
         lines += [f"- `{k}`: {data.spec(k)['description'] or 'not described'}" for k in data.diagnostics] + [""]
         lines += _table(data, data.diagnostics)
+    lines += calibration.units(data, data.keys + data.diagnostics)
     lines += _curves(data)
     raw = data.extra[(data.extra.weights == "raw") & data.extra.key.isin(data.keys)]
     if len(raw):
