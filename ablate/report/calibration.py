@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ablate.contrasts import fmt
+from ablate.report.contrast_text import fmt
 from ablate.report.data import ReportData
 from ablate.store import LADDER, REAL_DATA
 
