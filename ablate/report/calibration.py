@@ -45,9 +45,9 @@ def ladder(data: ReportData) -> list[str]:
         lines += [f"### {metric}", "", "| arm | rung | samples | " + " | ".join(shown) + " |",
                   "|---|---|---|" + "---|" * len(shown)]
         sub = rows[rows.metric == metric]
-        for arm in _arms(data, sub):
+        for arm, first in _arms(data, sub):
             for rung in (REAL_DATA, *LADDER):
-                own = sub[(sub.sampler == rung) & (sub.arm == (data.arms[0] if arm == EVERY_ARM else arm))]
+                own = sub[(sub.sampler == rung) & (sub.arm == first)]
                 if own.empty:
                     continue
                 cells = []
@@ -59,8 +59,19 @@ def ladder(data: ReportData) -> list[str]:
     return lines
 
 
-def _arms(data: ReportData, rows: pd.DataFrame) -> list[str]:
-    """One row group for every arm when the arms share their rungs (same data and seeds), else one per arm."""
+def _arms(data: ReportData, rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(label, an arm of the group): one row group per set of arms that share their rungs (same data and seeds),
+    labelled by the axis values its arms have in common and the others lack (e.g. `train_half=a`)."""
     arms = [a for a in data.arms if a in set(rows.arm)]
-    per_arm = {tuple(rows[rows.arm == a].sort_values(["sampler", "key", "seed"]).value.round(12)) for a in arms}
-    return [EVERY_ARM] if len(per_arm) == 1 else arms
+    groups: dict[tuple, list[str]] = {}
+    for a in arms:
+        groups.setdefault(tuple(rows[rows.arm == a].sort_values(["sampler", "key", "seed"]).value.round(12)), []).append(a)
+    if len(groups) == 1:
+        return [(EVERY_ARM, arms[0])]
+    everywhere = set.intersection(*(set(a.split(" + ")) for a in arms))
+    out = []
+    for members in groups.values():
+        shared = [t for t in members[0].split(" + ") if t not in everywhere and all(t in m.split(" + ") for m in members)]
+        label = members[0] if len(members) == 1 else f"{' + '.join(shared) or members[0]} ({len(members)} arms)"
+        out.append((label, members[0]))
+    return out
