@@ -267,3 +267,17 @@ def test_a_declared_mechanism_is_read_from_the_diagnostic_means():
     wide = spread.assign(value=[1.0] * 6 + [1.5] * 6)
     (o,) = evaluate(pd.concat([f, wide]), [spec(compare=["b"], mechanism=mech)], {"kid": "lower"})
     assert conclusion(o).endswith("error amplification.")
+
+
+def test_a_question_asked_on_two_axes_gets_one_line_with_both_verdicts():
+    from ablate.report.contrast_text import two_axes
+
+    base = BASE8[:6]
+    kid = frame({("a", "s"): base, ("b", "s"): [v - 1 - 0.01 * i for i, v in enumerate(base)]})
+    copies = frame({("a", "s"): [0.01] * 6, ("b", "s"): [0.2 + 0.01 * i for i in range(6)]}, key="close_copies")
+    outcomes = evaluate(pd.concat([kid, copies]), [spec(name="x0 vs eps: quality"),
+                                                   spec(name="x0 vs eps: copying", metric="close_copies")],
+                        {"kid": "lower", "close_copies": "lower"})
+    (line, blank) = two_axes(outcomes)
+    assert line == "- **x0 vs eps** (b against the baseline, on two axes): quality: better (kid); copying: worse (close_copies)."
+    assert blank == "" and two_axes(outcomes[:1]) == []

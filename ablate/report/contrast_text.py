@@ -177,3 +177,20 @@ def exploratory_table(frame: pd.DataFrame, key: str, groups: Sequence[Group] | N
         lines.append(f"| {a[0]} / {a[1]} | {b[0]} / {b[1]} | {t.n} | {fmt(t.mean)} [{_ci(t.low, t.high)}] | "
                      f"{fmt_p(t.p)} | {fmt_p(q)} | {fmt_p(flip.p)} |")
     return lines
+
+
+def two_axes(outcomes: Sequence[Outcome]) -> list[str]:
+    """One line per question asked on several axes: contrasts named "<question>: <axis>" (e.g. "x0 vs eps:
+    quality", "x0 vs eps: copying") with the same arms, their verdicts side by side, from the tests below."""
+    grouped: dict[tuple[str, tuple, tuple], list[Outcome]] = {}
+    for o in outcomes:
+        question, sep, axis = o.comparison.name.rpartition(": ")
+        if sep and axis:
+            grouped.setdefault((question, o.comparison.baseline[0], o.comparison.compare[0]), []).append(o)
+    lines = []
+    for (question, _, compared), group in grouped.items():
+        if len(group) < 2:
+            continue
+        parts = [f"{o.comparison.name.rpartition(': ')[2]}: {o.verdict} ({o.comparison.key})" for o in group]
+        lines.append(f"- **{question}** ({compared} against the baseline, on two axes): " + "; ".join(parts) + ".")
+    return lines + ([""] if lines else [])

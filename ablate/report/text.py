@@ -34,7 +34,7 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
         conclusion = "; ".join(f"{o.comparison.name if o.comparison.name and names.count(o.comparison.name) == 1 else o.comparison.title}"
                                f": {o.verdict}" for o in outcomes) + "."
     if sentences:
-        lines += ["## Conclusion", ""] + [f"- {s}" for s in sentences] + [""]
+        lines += ["## Conclusion", ""] + contrast_text.two_axes(outcomes) + [f"- {s}" for s in sentences] + [""]
         caveat = contrast_text.seed_caveat(outcomes)
         lines += [caveat, ""] if caveat else []
     lines += _setup(data) + _health(data)
