@@ -10,12 +10,15 @@ from typing import Any
 from ablate.errors import StudyError
 
 
+WHOLE = ("grid",)  # tables whose own keys may hold dots ("data.D"): a profile replaces them whole
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested tables as dotted keys: {'train': {'steps': 3}} -> {'train.steps': 3}."""
+    """Nested tables as dotted keys: {'train': {'steps': 3}} -> {'train.steps': 3}; `grid` stays one table."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
+        if isinstance(v, dict) and key not in WHOLE:
             out.update(flatten(v, key + "."))
         else:
             out[key] = v

