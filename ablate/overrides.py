@@ -9,7 +9,6 @@ from typing import Any
 
 from ablate.errors import StudyError
 
-
 WHOLE = ("grid",)  # tables whose own keys may hold dots ("data.D"): a profile replaces them whole
 
 
