@@ -19,7 +19,7 @@ from ablate import AblateError, Plugin, StudyError, load_registry
 from ablate.cell import Parts
 from ablate.cli import main
 from ablate.interfaces import KINDS, Kind
-from ablate.runner import cell_plugins, plugin_provenance
+from ablate.provenance import cell_plugins, plugin_provenance
 from ablate.study import load_study
 
 
