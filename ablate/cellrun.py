@@ -20,10 +20,11 @@ from torch import nn
 
 from ablate import halves, ladder
 from ablate.cell import Parts, pick_device
+from ablate.datatypes import Data
 from ablate.errors import TrainingDiverged
 from ablate.evaluate import curve_sampler, evaluate_cell, headline
 from ablate.faults import blame, isolated
-from ablate.interfaces import KINDS, Data
+from ablate.interfaces import KINDS
 from ablate.provenance import evaluated_labels
 from ablate.store import CELL, FINAL, LADDER, NO_SAMPLER, REAL_DATA, REFERENCE_ROWS, Store
 from ablate.study import Cell, Study

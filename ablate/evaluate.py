@@ -25,20 +25,11 @@ from tqdm.auto import tqdm
 
 from ablate import halves, ladder
 from ablate.cell import Parts, pick_device
+from ablate.datatypes import REFERENCE, Data, DataSpec, Denoiser, EvalContext, Prediction
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
 from ablate.faults import Units, isolated
-from ablate.interfaces import (
-    KINDS,
-    REFERENCE,
-    Data,
-    DataSpec,
-    Denoiser,
-    EvalContext,
-    Metric,
-    Prediction,
-    Sampler,
-)
+from ablate.interfaces import KINDS, Metric, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
 from ablate.train import save_atomic

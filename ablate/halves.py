@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ablate.datatypes import Data
 from ablate.faults import isolated, last_line
-from ablate.interfaces import Data
 
 if TYPE_CHECKING:
     import pandas as pd

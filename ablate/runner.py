@@ -31,11 +31,11 @@ import torch
 from ablate import halves
 from ablate.cell import pick_device
 from ablate.cellrun import cell_data, run_cell
+from ablate.datatypes import Data
 from ablate.errors import AblateError
 from ablate.evaluate import samples_path
 from ablate.faults import failure_lines, storage_failure
 from ablate.identity import changes
-from ablate.interfaces import Data
 from ablate.provenance import cell_plugins, eval_plugins, evaluated_labels, metric_keys, plugin_provenance
 from ablate.remote import run_remote
 from ablate.store import NO_SAMPLER, REFERENCE_ROWS, Store

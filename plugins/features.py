@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ablate import AblateError, Data, EvalContext, KeySpec, Metric
-from ablate.interfaces import REFERENCE
+from ablate.datatypes import REFERENCE
 
 INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"

@@ -13,8 +13,8 @@ from ablate_plugins.features import embed
 import ablate
 from ablate import ladder
 from ablate.cli import main
+from ablate.datatypes import REFERENCE, EvalContext
 from ablate.evaluate import as_saved
-from ablate.interfaces import REFERENCE, EvalContext
 from ablate.store import LADDER, REAL_DATA, Store
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import ablate
+from ablate.datatypes import Data, DataSpec, EvalContext, Prediction
 from ablate.evaluate import ClippedDenoiser, as_saved, draw_samples
-from ablate.interfaces import Data, DataSpec, EvalContext, Prediction
 from ablate.store import REAL_DATA
 
 

@@ -17,9 +17,10 @@ import torch
 import ablate
 from ablate import Data, DataSpec
 from ablate.cli import main
+from ablate.datatypes import half_indices
 from ablate.evaluate import as_saved
 from ablate.halves import HALVES, SAMPLES, nearest, pair_arm, samples_path
-from ablate.interfaces import Dataset, half_indices
+from ablate.interfaces import Dataset
 from ablate.report import write_reports
 from ablate.study import load_study
 

@@ -18,17 +18,20 @@ FROZEN = ROOT / "tests" / "data" / "studies_0_1"  # the studies as 0.1.0 ran the
 EXPECTED = json.loads((ROOT / "tests" / "data" / "cell_keys.json").read_text())
 
 
-def _cells(study_file: Path, profile: str | None) -> list[list]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return [[c.arm, c.seed, c.key] for c in load_study(study_file, profile).cells]
-
-
-def test_every_committed_study_keeps_its_cell_keys():
+def frozen_cells(extra_plugins: list[Path] | tuple[Path, ...] = ()) -> dict[str, list[list]]:
+    """'study.toml:profile' -> [arm, seed, key] of each cell of every frozen study and profile."""
     seen = {}
     for path in sorted(FROZEN.glob("*.toml")):
         for profile in [None, *tomllib.loads(path.read_text()).get("profiles", {})]:
-            seen[f"{path.name}:{profile or ''}"] = _cells(path, profile)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cells = load_study(path, profile, extra_plugins=extra_plugins).cells
+            seen[f"{path.name}:{profile or ''}"] = [[c.arm, c.seed, c.key] for c in cells]
+    return seen
+
+
+def test_every_committed_study_keeps_its_cell_keys():
+    seen = frozen_cells()
     assert seen.keys() == EXPECTED.keys()
     for name, cells in seen.items():
         assert cells == EXPECTED[name], name
