@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from ablate import grid
-from ablate.contrasts import ALPHA, ContrastSpec, check, expand
+from ablate.contrast_spec import ContrastSpec, check, expand
+from ablate.contrasts import ALPHA
 from ablate.errors import AblateError, StudyError, StudyNote
 from ablate.interfaces import KINDS, neutral_defaults
 from ablate.overrides import apply_profile, apply_set, mark_set_errors
