@@ -71,6 +71,14 @@ class Data:
     test_labels: Tensor | None = None
 
 
+def as_saved(x: Tensor, spec: DataSpec) -> Tensor:
+    """What a PNG of the samples would hold: images clamped to [-1, 1] and quantised to 8-bit levels.
+    Other data (points) has no fixed range and is scored as it is."""
+    if not spec.is_image:
+        return x.float()
+    return ((x.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+
+
 HALF_SEED = 0  # the permutation that splits a training split into halves: its own seed, not the training seed
 
 
