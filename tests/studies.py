@@ -1,10 +1,11 @@
 """One way to write a study in the tests, and to run it.
 
-A study is TINY (a gmm2d + mlp study that trains in a second) with the tables a test changes merged in,
-by the rule a study's own grid uses: a table naming the same plugin as the base (or no plugin) keeps the
-base's other keys, a table naming another plugin replaces it, a list replaces the list, None removes the
-key. `write_study` writes it (and its plugin files) as TOML; `run` runs `ablate run` on it in this
-process, `run_process` in a fresh one; `query` reads the results store with plain SQL.
+A study is a base (TINY: a gmm2d + mlp study that trains in a second; `gmm(...)`: the larger gmm2d study
+of the end-to-end and fault tests) with the tables a test changes merged in, key by key, except by the
+rule a study's own grid uses for plugin tables: one naming another plugin than the base's replaces it. A
+list replaces the list; None removes the key. `write_study` writes
+it (and its plugin files) as TOML; `run` runs `ablate run` on it in this process, `run_process` in a
+fresh one; `query` and the helpers after it read the results store with plain SQL.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ablate import cli
+from ablate.schema import plugin_sections
+from ablate.store import REAL_DATA
+
+DATA = Path(__file__).parent / "data"  # the plugin files and frozen studies the tests use
 
 TINY: dict[str, Any] = {
     "study": {"name": "tiny", "seeds": [0]},
@@ -34,6 +39,24 @@ TINY: dict[str, Any] = {
 # ... and the samplers and metrics most end-to-end tests evaluate: two samplers, a headline metric and a diagnostic
 TWO_SAMPLERS = [{"name": "ancestral"}, {"name": "ddim", "steps": 5}]
 FIT_AND_X0 = [{"name": "gmm_fit", "num_samples": 100}, {"name": "x0_error_by_t", "num_samples": 50, "timesteps": [0, 25]}]
+GMM_KEYS = ["max_weight_error", "modes_covered", "nll", "off_mode_fraction", "std_ratio", "sw2"]  # gmm_fit's
+X0_KEYS = ["mean", "t=0", "t=10", "t=50", "t=99"]  # x0_error_by_t's in `gmm`
+
+
+def gmm(name: str = "tiny_gmm", steps: int = 200, hidden: int = 32, checkpoint_every: int = 50,
+        samples: int = 500) -> dict[str, Any]:
+    """The gmm2d study of the end-to-end and fault tests: gmm_fit at `samples` samples and x0_error_by_t.
+    T = 100: the linear schedule scales its ends by 1000/T (beta 1e-3 -> 0.2), so x_T is still noise."""
+    return {"study": {"name": name, "question": "a tiny gmm2d study for the tests", "seeds": [0]},
+            "data": {"name": "gmm2d", "n_train": 2000, "n_test": 500},
+            "model": {"name": "mlp", "hidden": hidden, "depth": 2},
+            "schedule": {"name": "linear", "T": 100},
+            "train": {"steps": steps, "batch_size": 128, "lr": 3e-3, "warmup": 10, "ema": 0.9,
+                      "checkpoint_every": checkpoint_every, "log_every": 10},
+            "eval": {"batch_size": 500, "grid_samples": 16},
+            "sampler": [{"name": "ancestral"}],
+            "metric": [{"name": "gmm_fit", "num_samples": samples},
+                       {"name": "x0_error_by_t", "num_samples": 200, "timesteps": [0, 10, 50, 99]}]}
 
 
 def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -41,9 +64,11 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in changes.items():
         old = out.get(key)
+        switched = key in plugin_sections(many=False) and value.get("name", old.get("name")) != old.get("name") \
+            if isinstance(value, dict) and isinstance(old, dict) else True
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) == old.get("name"):
+        elif isinstance(value, dict) and isinstance(old, dict) and not switched:
             out[key] = merged(old, value)
         else:
             out[key] = value
@@ -104,6 +129,34 @@ def query(runs: Path, sql: str, params: tuple = ()) -> list[tuple]:
     """Rows of the results store under `runs`, by plain SQL."""
     with closing(sqlite3.connect(runs / "ablate.db")) as db:
         return db.execute(sql, params).fetchall()
+
+
+def execute(runs: Path, sql: str, params: tuple = ()) -> None:
+    with closing(sqlite3.connect(runs / "ablate.db")) as db, db:
+        db.execute(sql, params)
+
+
+def counts(runs: Path) -> dict[str, int]:
+    return {table: query(runs, f"SELECT COUNT(*) FROM {table}")[0][0] for table in ("cells", "losses", "evals", "metrics")}
+
+
+def losses(runs: Path) -> list[tuple]:
+    return query(runs, "SELECT cell, step, loss FROM losses ORDER BY cell, step")
+
+
+def metric_values(runs: Path) -> list[tuple]:
+    return query(runs, "SELECT cell, sampler, metric, key, value, num_samples, nfe FROM metrics ORDER BY 1, 2, 3, 4")
+
+
+def assert_no_duplicates(runs: Path) -> None:
+    assert query(runs, "SELECT cell, sampler, metric, key, COUNT(*) FROM metrics GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > 1") == []
+    assert query(runs, "SELECT cell, step, COUNT(*) FROM losses GROUP BY 1, 2 HAVING COUNT(*) > 1") == []
+    assert query(runs, "SELECT cell, sampler, metric, COUNT(*) FROM evals GROUP BY 1, 2, 3 HAVING COUNT(*) > 1") == []
+
+
+def name_of(label: str) -> str:
+    """'one_step(jump_at=99)' -> 'one_step' (the real-data floor's label as it is)."""
+    return label if label == REAL_DATA else label.split("(")[0]
 
 
 def toml_key(key: str) -> str:
