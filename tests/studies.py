@@ -75,6 +75,12 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# TINY evaluated like the end-to-end tests: 500 training points, 30 steps on the CPU, both samplers and metrics
+TINY_EVAL = merged(TINY, {"data": {"n_train": 500, "n_test": 200}, "model": {"depth": 2},
+                          "train": {"steps": 30, "batch_size": 64, "warmup": 0, "device": "cpu"}, "eval": {"batch_size": 200},
+                          "sampler": TWO_SAMPLERS, "metric": FIT_AND_X0})
+
+
 def study_text(base: dict[str, Any] = TINY, **tables: Any) -> str:
     """The TOML of `base` with `tables` merged in: top-level keys, then [tables] and [[lists of tables]]."""
     raw = merged(base, tables)

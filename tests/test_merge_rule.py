@@ -15,39 +15,10 @@ import pytest
 from ablate import cli
 from ablate.errors import StudyNote
 from ablate.study import Study, load_study
+from studies import study_text
 
-BASE = """
-[study]
-name = "merge_rule"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_modes = 3
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 200
-
-[train]
-steps = 2
-batch_size = 32
-warmup = 1
-
-[eval]
-grid_samples = 0
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-"""
+BASE = study_text(study={"name": "merge_rule"}, data={"n_modes": 3}, model={"depth": 2}, schedule={"T": 200},
+                  train={"steps": 2, "batch_size": 32}, sampler=None)  # the text each test appends its axes to
 
 
 def load(tmp_path: Path, axes: str, base: str = BASE) -> tuple[Study, list[str]]:
