@@ -75,6 +75,7 @@ def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+ORACLE = merged(TINY, {"model": {"name": "gmm_oracle"}, "train": None})  # gmm2d's exact posterior mean: nothing to train
 # TINY evaluated like the end-to-end tests: 500 training points, 30 steps on the CPU, both samplers and metrics
 TINY_EVAL = merged(TINY, {"data": {"n_train": 500, "n_test": 200}, "model": {"depth": 2},
                           "train": {"steps": 30, "batch_size": 64, "warmup": 0, "device": "cpu"}, "eval": {"batch_size": 200},
