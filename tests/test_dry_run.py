@@ -11,7 +11,7 @@ import re
 import pytest
 
 from ablate.cli import main
-from studies import TINY_EVAL, merged, plugin, write_study
+from studies import TINY_EVAL, merged, plugin, run, write_study
 
 DRY = merged(TINY_EVAL, {"study": {"name": "dry_tiny"}})
 PENDING_PER_CELL = 4  # gmm_fit x (ancestral, ddim, the real-data floor) + the diagnostic x0_error_by_t
@@ -38,7 +38,7 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
     assert f"metrics 0.0 s + {PENDING_PER_CELL} evaluations not measured yet" in out  # a probe scores nothing
     assert re.search(r"estimated time: [\d.]+ (s|min)", out)
 
-    assert main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     capsys.readouterr()
     before = files(runs)
     out = dry_run(capsys, study, runs)

@@ -22,7 +22,6 @@ import torch
 from test_pipeline import Killed
 
 import ablate
-from ablate import cli
 from ablate.interfaces import KINDS
 from ablate.study import load_study
 from studies import (
@@ -35,6 +34,7 @@ from studies import (
     name_of,
     plugin,
     query,
+    run,
     run_process,
     write_study,
 )
@@ -98,7 +98,7 @@ def test_an_edited_sampler_file_stops_the_rerun_until_recompute_stale(tmp_path):
     study = write_study(tmp_path, base=gmm("provenance", 100, samples=200), plugins=[str(plugin)],
                         sampler=[{"name": "ancestral"}, {"name": "shrunk"}])
     runs = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     (key,) = [k for (k,) in query(runs, "SELECT key FROM cells")]
     first = {(name_of(s), k): v for _, s, _, k, v, *_ in metric_values(runs)}
     recorded = json.loads(query(runs, "SELECT plugins FROM evals WHERE sampler='shrunk' AND metric LIKE 'gmm_fit%'")[0][0])
@@ -159,7 +159,7 @@ def test_an_edited_training_plugin_makes_the_cell_stale_and_recompute_trains_it_
     study = write_study(tmp_path, base=gmm("stale_cell", 60, checkpoint_every=30, samples=100), plugins=[str(plugin)],
                         weighting={"name": "flat"})
     runs = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     (key,) = [k for (k,) in query(runs, "SELECT key FROM cells")]
     ckpt = runs / key / "checkpoint.pt"
     mtime = ckpt.stat().st_mtime_ns
@@ -167,17 +167,17 @@ def test_an_edited_training_plugin_makes_the_cell_stale_and_recompute_trains_it_
     capsys.readouterr()
 
     plugin.write_text(WEIGHTING_FILE.format(w="one, edited"))  # a new hash (this process keeps the old module)
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 2
+    assert run(study, runs) == 2
     err = capsys.readouterr().err
     assert f"cell default seed 0 ({key}): weighting/flat was {plugin} sha256:" in err and "--recompute-stale" in err
     assert ckpt.stat().st_mtime_ns == mtime and counts(runs) == rows
 
-    assert cli.main(["run", str(study), "--runs-dir", str(runs), "--recompute-stale"]) == 0
+    assert run(study, runs, "--recompute-stale") == 0
     assert ckpt.stat().st_mtime_ns != mtime  # trained again from step 0
     assert counts(runs) == rows and query(runs, "SELECT status, step FROM cells") == [("done", 60)]
     assert json.loads(query(runs, "SELECT plugins FROM cells")[0][0])["weighting/flat"] == f"{plugin} sha256:{sha256(plugin)}"
     assert_no_duplicates(runs)
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0  # now current: nothing stale
+    assert run(study, runs) == 0  # now current: nothing stale
     assert "already done" in capsys.readouterr().out
 
 
@@ -291,7 +291,7 @@ def test_a_second_run_on_one_runs_dir_fails_clearly(tmp_path, capsys):
         while first.poll() is None and time.monotonic() < deadline and not (runs / "ablate.db").exists():
             time.sleep(0.05)
         assert first.poll() is None, first.communicate()
-        assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 2
+        assert run(study, runs) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: another `ablate run` is using") and len(err.splitlines()) == 1
         assert first.poll() is None  # the first run goes on

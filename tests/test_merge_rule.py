@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ablate import cli
 from ablate.errors import StudyNote
 from ablate.study import Study, load_study
-from studies import study_text
+from studies import run, study_text
 
 BASE = study_text(study={"name": "merge_rule"}, data={"n_modes": 3}, model={"depth": 2}, schedule={"T": 200},
                   train={"steps": 2, "batch_size": 32}, sampler=None)  # the text each test appends its axes to
@@ -108,7 +107,7 @@ def test_dotted_params_land_on_whichever_table_the_cell_has(tmp_path):
 def test_the_note_is_printed_once_at_load_before_training(tmp_path, capsys):
     path = tmp_path / "study.toml"
     path.write_text(BASE + '[grid]\nschedule = [{ name = "linear" }, { name = "cosine" }]\n')
-    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert run(path, tmp_path / "runs") == 0
     out, err = capsys.readouterr()
     assert err.count("note:") == 1 and err.startswith(f"note: {path}: grid.schedule[1]: schedule 'cosine'"), err
     with closing(sqlite3.connect(tmp_path / "runs" / "ablate.db")) as db:

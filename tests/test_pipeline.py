@@ -19,7 +19,6 @@ import pytest
 import torch
 
 import ablate
-from ablate import cli
 from ablate.store import REAL_DATA, REFERENCE_ROWS
 from ablate.study import load_study
 from studies import (
@@ -34,6 +33,7 @@ from studies import (
     metric_values,
     name_of,
     query,
+    run,
     run_process,
     write_study,
 )
@@ -107,7 +107,7 @@ def test_cli_run_gives_identical_results(gmm_run, tmp_path, capsys):
     """Same config and seed, another runs dir, through the CLI: bitwise the same losses and metrics."""
     study, runs, _ = gmm_run
     other = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(other)]) == 0
+    assert run(study, other) == 0
     out = capsys.readouterr().out
     assert "study tiny_gmm: 2 cells x 2 samplers x 3 metrics" in out and "done in" in out
     assert losses(other) == losses(runs)

@@ -18,12 +18,11 @@ from PIL import Image
 from test_tutorial import extract
 
 import ablate
-from ablate.cli import main
 from ablate.interfaces import KINDS
 from ablate.store import Store
 from ablate.study import load_study
 from ablate.tracking import Mirror, forget
-from studies import DATA, TINY, merged, query, write_study
+from studies import DATA, TINY, merged, query, run, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -217,7 +216,7 @@ def test_a_broken_tracker_costs_one_line_and_nothing_else(tmp_path, capsys, monk
     (tmp_path / "jsonl_tracker.py").write_text(extract(ROOT / "docs" / "writing-a-plugin.md")["jsonl_tracker.py"])
     study = write(tmp_path, ("broken", "jsonl"), plugins=(str(DATA / "broken_tracker.py"), "./jsonl_tracker.py"))
     runs = tmp_path / "runs"
-    assert main(["run", str(study), "--runs-dir", str(runs), "--track", "mlflow", "--track", "tensorboard"]) == 0
+    assert run(study, runs, "--track", "mlflow", "--track", "tensorboard") == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracker ")]
     assert len(err) == 2, err
     broken = next(line for line in err if line.startswith("tracker broken "))
@@ -254,7 +253,7 @@ def test_a_missing_tracker_package_is_one_line_naming_its_extra(tmp_path, capsys
 
 def test_track_names_an_unknown_tracker_before_anything_runs(tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert main(["run", str(write(tmp_path)), "--runs-dir", str(runs), "--track", "tensorbord"]) == 2
+    assert run(write(tmp_path), runs, "--track", "tensorbord") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--track: unknown tracker 'tensorbord'" in err and "did you mean 'tensorboard'" in err
     assert not (runs / "ablate.db").exists()
