@@ -25,20 +25,11 @@ from tqdm.auto import tqdm
 
 from ablate import halves, ladder
 from ablate.cell import Parts, pick_device
+from ablate.datatypes import REFERENCE, Data, DataSpec, Denoiser, EvalContext, Prediction, as_saved
 from ablate.diffusion import Diffusion
 from ablate.fast import fast_denoiser
 from ablate.faults import Units, isolated
-from ablate.interfaces import (
-    KINDS,
-    REFERENCE,
-    Data,
-    DataSpec,
-    Denoiser,
-    EvalContext,
-    Metric,
-    Prediction,
-    Sampler,
-)
+from ablate.interfaces import KINDS, Metric, Sampler
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Study
 from ablate.train import save_atomic
@@ -66,14 +57,6 @@ class ClippedDenoiser:
     def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
         x0 = self.inner(x_t, t).x0.clamp(-1, 1)
         return Prediction(x0=x0, eps=self.diffusion.eps_from_x0(x_t, t, x0))
-
-
-def as_saved(x: Tensor, spec: DataSpec) -> Tensor:
-    """What a PNG of the samples would hold: images clamped to [-1, 1] and quantised to 8-bit levels.
-    Other data (points) has no fixed range and is scored as it is."""
-    if not spec.is_image:
-        return x.float()
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
 
 
 def _seed(*parts: object) -> int:

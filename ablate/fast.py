@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ablate.interfaces import NetworkDenoiser
+from ablate.datatypes import NetworkDenoiser
 
 
 def compiled(module: nn.Module, device: torch.device) -> nn.Module:

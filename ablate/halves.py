@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from ablate.datatypes import Data, as_saved
 from ablate.faults import isolated, last_line
-from ablate.interfaces import Data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,8 +111,6 @@ def compare(study: Study, store: Store, runs_dir: Path, load: Callable[[dict[str
     """Store the generalisation rows of every pair of halves (per sampler) whose two cells have drawn their
     samples and that has no rows yet; one summary line per new result or pair still waiting. load: a cell
     config's data (its splits, after train_half)."""
-    from ablate.evaluate import as_saved  # ablate.evaluate imports this module
-
     lines = []
     samplers = [study.registry.label("sampler", s) for s in study.samplers]
     for arm, a, b in pairs(study):

@@ -1,101 +1,37 @@
-"""The base class of every plugin kind, and the small types passed between them.
+"""The base class of every plugin kind, and the kinds table (`KINDS`) that declares each kind once.
 
 A plugin is a class with a `name`, a nested pydantic `Params` model (unknown keys are
-errors) and the methods of its kind; the core constructs it as `Plugin(params)`.
+errors) and the methods of its kind; the core constructs it as `Plugin(params)`. The small
+types passed between the core and the plugins (Data, Prediction, EvalContext, ...) are in
+ablate.datatypes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
 from torch import Tensor, nn
 
+from ablate.datatypes import (
+    Data,
+    DataSpec,
+    Denoiser,
+    EvalContext,
+    KeySpec,
+    NetworkDenoiser,
+    Prediction,
+    half_indices,
+)
 from ablate.diffusion import Diffusion
 
 if TYPE_CHECKING:
     from ablate.tracking import TrackedCell
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """A denoiser's estimate of the clean data and of the noise, whatever the network outputs."""
-
-    x0: Tensor
-    eps: Tensor
-
-
-class Denoiser(Protocol):
-    """The seam between training and sampling: (x_t [B, ...], t LongTensor[B]) -> Prediction."""
-
-    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction: ...
-
-
-@dataclass(frozen=True)
-class Mixture:
-    """A Gaussian mixture with diagonal covariances: weights [K], means [K, D], stds [K, D]."""
-
-    weights: Tensor
-    means: Tensor
-    stds: Tensor
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """What a model needs to know about the data: one sample's shape and what it is."""
-
-    name: str
-    shape: tuple[int, ...]
-    num_classes: int | None = None
-    mixture: Mixture | None = None
-    lift: Tensor | None = None  # float64 [D, d], orthonormal columns: data = lift @ z with z ~ mixture (gmm_lifted)
-    # the training split as the cell uses it (after `train_half`), set by `Dataset.splits()`: for denoisers
-    # built from the data itself (empirical_oracle); None from a bare `load()`
-    train_split: Tensor | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def is_image(self) -> bool:
-        return len(self.shape) == 3
-
-
-@dataclass
-class Data:
-    """A dataset's splits, scaled to [-1, 1] for images; labels where the dataset has them."""
-
-    train: Tensor
-    test: Tensor
-    spec: DataSpec
-    train_labels: Tensor | None = None
-    test_labels: Tensor | None = None
-
-
-HALF_SEED = 0  # the permutation that splits a training split into halves: its own seed, not the training seed
-
-
-def half_indices(n: int, half: str) -> Tensor:
-    """The indices of half "a" (the first n // 2 of a fixed permutation) or "b" (the rest) of n training
-    examples, in their original order: disjoint, together all n, the same at every call and training seed."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HALF_SEED))
-    part = perm[: n // 2] if half == "a" else perm[n // 2:]
-    return part.sort().values
-
-
-@dataclass
-class EvalContext:
-    """What the core hands a metric besides the samples and the real data."""
-
-    data: Data
-    denoiser: Denoiser
-    diffusion: Diffusion
-    device: torch.device
-    cache_dir: Path
-    generator: torch.Generator
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def neutral(default: Any, **kwargs: Any) -> Any:
@@ -109,9 +45,6 @@ def neutral_defaults(params: type[BaseModel]) -> dict[str, Any]:
     """The neutral fields of a Params model and their defaults, as a resolved study table holds them (JSON)."""
     return {name: to_jsonable_python(f.get_default(call_default_factory=True)) for name, f in params.model_fields.items()
             if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("neutral")}
-
-
-REFERENCE = "reference"  # EvalContext.extra key: the evaluation's reference split as saved (features are standardised by it)
 
 
 class Plugin:
@@ -246,32 +179,6 @@ class Dataset(Plugin):
         return replace(data, spec=replace(data.spec, train_split=data.train))
 
 
-@dataclass(frozen=True)
-class KeySpec:
-    """What one output key of a metric means, so reports need no table of metric names.
-
-    direction: which way is better ("none": no "best" claim); role: "headline" (the number a
-    comparison is made on), "curve" (one point of a per-t curve) or "diagnostic";
-    nonnegative: intervals of this key are kept at or above zero.
-    """
-
-    direction: Literal["lower", "higher", "none"] = "none"
-    role: Literal["headline", "curve", "diagnostic"] = "diagnostic"
-    nonnegative: bool = False
-    description: str = ""
-    unit: str = ""  # what one unit of this key is
-
-
-def declared_spec(declared: Mapping[str, Mapping[str, Any]], key: str) -> Mapping[str, Any] | None:
-    """The declaration of `key` among a run's recorded declarations (metric label -> {key or "prefix*": KeySpec
-    as a dict}), or None when no metric declares it."""
-    for keys in declared.values():
-        for pattern, spec in keys.items():
-            if pattern == key or (pattern.endswith("*") and key.startswith(pattern[:-1])):
-                return spec
-    return None
-
-
 class Metric(Plugin):
     """Scores samples against real data; `needs_samples = False` for model diagnostics.
 
@@ -341,27 +248,11 @@ class Tracker(Plugin):
         """Flush and release what `open` and `log_cell` hold, at the end of the run."""
 
 
-class NetworkDenoiser:
-    """A trained network + its target: outputs in target space, Prediction out."""
-
-    def __init__(self, module: nn.Module, target: Target, diffusion: Diffusion, autocast: bool = False) -> None:
-        self.module, self.target, self.diffusion, self.autocast = module, target, diffusion, autocast
-
-    @torch.no_grad()
-    def __call__(self, x_t: Tensor, t: Tensor) -> Prediction:
-        if self.autocast:
-            with torch.autocast(x_t.device.type, dtype=torch.bfloat16):
-                output = self.module(x_t, t)
-        else:  # a disabled autocast context still costs microseconds per call
-            output = self.module(x_t, t)
-        return self.target.to_prediction(self.diffusion, x_t, t, output.to(x_t.dtype))
-
-
 @dataclass(frozen=True)
 class Kind:
     """One plugin kind, declared once. The hookspecs, the registry, the study file's sections, the
-    provenance a run records and a cell's `Parts` are all derived from `KINDS`, so a new kind is a
-    base class above and one row below (docs/writing-a-plugin.md, "Adding a kind")."""
+    provenance a run records, a cell's `Parts` and key, and the exports of `ablate` are all derived from
+    `KINDS`, so a new kind is a base class above and one row below (docs/writing-a-plugin.md, "Adding a kind")."""
 
     base: type[Plugin]  # every plugin of the kind subclasses it; its `kind` is the kind's name
     hook: str  # the pluggy hook that returns the plugin classes, e.g. "ablate_samplers"
@@ -370,6 +261,13 @@ class Kind:
     many: bool = False  # a list of tables, each evaluated on every cell (samplers, metrics)
     cell: bool = False  # part of a training cell's config, so of its key and of `Parts`
     default: Any = None  # the section when a study leaves it out; None: the study must give it
+    # with cell=True: a cell's key leaves the section out while it equals `default` (with its plugin's
+    # defaults filled), so a kind added later whose default changes nothing moves no stored cell's key
+    neutral: bool = False
+
+    def __post_init__(self) -> None:
+        if self.neutral and not (self.cell and isinstance(self.default, dict)):
+            raise ValueError(f"kind {self.name!r}: neutral=True needs cell=True and a default table")
 
     @property
     def name(self) -> str:

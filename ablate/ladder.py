@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ablate.interfaces import Data
+from ablate.datatypes import Data
 from ablate.store import LADDER
 
 Make = Callable[[Tensor, "Tensor | None", int, torch.Generator], Tensor]

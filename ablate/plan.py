@@ -25,7 +25,7 @@ import torch
 
 from ablate.cell import Parts, pick_device
 from ablate.interfaces import Sampler
-from ablate.runner import cell_plugins, eval_plugins, evaluated_labels
+from ablate.provenance import cell_plugins, eval_plugins, evaluated_labels
 from ablate.store import FINAL, NO_SAMPLER, REAL_DATA, Store
 from ablate.study import Cell, Study, load_study
 from ablate.train import train_cell
@@ -70,7 +70,7 @@ def kind_of(config: dict[str, Any], train: bool = False) -> str:
 
 
 def plan_cells(study: Study, store: Store, stale_cells: set[str], stale_evals: set[tuple[str, str, str]]) -> list[Work]:
-    """What the run would do with each cell, as runner._run_cell decides it."""
+    """What the run would do with each cell, as ablate.cellrun.run_cell decides it."""
     out = []
     for cell in study.cells:
         state = store.cell(cell.key) or {}

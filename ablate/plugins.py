@@ -80,7 +80,11 @@ class Registry:
             if (kind, name) in self.unusable:
                 raise PluginError(f"{kind} {name!r} cannot be used: {self.unusable[(kind, name)]}") from None
             known = self.names(kind)
-            raise PluginError(f"unknown {kind} {name!r}; known: {', '.join(known) or 'none'}{did_you_mean(name, known)}") from None
+            if not known:  # a kind whose standard plugins' entry point is not installed yet
+                raise PluginError(f"unknown {kind} {name!r}: no {kind} plugin is loaded; an entry point added to "
+                                  "pyproject.toml loads only after `pip install -e .` again (an old ablate.egg-info "
+                                  "folder in the current folder hides it: delete it)") from None
+            raise PluginError(f"unknown {kind} {name!r}; known: {', '.join(known)}{did_you_mean(name, known)}") from None
 
     def names(self, kind: str) -> list[str]:
         if kind not in self.plugins:

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from pydantic import ValidationError
 
 from ablate import grid
-from ablate.contrasts import ALPHA, ContrastSpec, check, expand
+from ablate.contrast_spec import ContrastSpec, check, expand
+from ablate.contrasts import ALPHA
 from ablate.errors import AblateError, StudyError, StudyNote
 from ablate.interfaces import KINDS, neutral_defaults
 from ablate.overrides import apply_profile, apply_set, mark_set_errors
-from ablate.plugins import Registry, config_hash, implements, load_registry
+from ablate.plugins import Registry, config_hash, load_registry
+from ablate.precheck import device_error, plugin_checks, warn_if_not_noise
 from ablate.schema import (
     EvalConfig,
     TrainConfig,
@@ -51,16 +52,20 @@ class Cell:
     arm: str
     seed: int
     neutral: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> its plugin's neutral params' defaults
+    neutral_sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # section -> its kind's neutral default
 
     @property
     def key(self) -> str:
         """The hash of the config without its bookkeeping: settings that cannot change the numbers
         (how often to checkpoint or log) reuse the cell instead of training the same model again; and
-        without the neutral params at their defaults (ablate.interfaces.neutral): a param added later
-        leaves the keys of the cells stored before it, and their results, in place."""
-        config = {**self.config, "train": {k: v for k, v in self.config["train"].items() if k not in BOOKKEEPING}}
+        without what was added later with the behaviour before as its default: neutral params at their
+        defaults (ablate.interfaces.neutral), and the section of a neutral kind (Kind.neutral) equal to
+        its default. Such an addition leaves the keys of the cells stored before it, and their results, in place."""
+        config = {k: v for k, v in self.config.items() if k not in self.neutral_sections or self.neutral_sections[k] != v}
+        config["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
         for section, defaults in {**self.neutral, "train": NEUTRAL_TRAIN}.items():
-            config[section] = {k: v for k, v in config[section].items() if k not in defaults or defaults[k] != v}
+            if section in config:
+                config[section] = {k: v for k, v in config[section].items() if k not in defaults or defaults[k] != v}
         return config_hash(config)
 
 
@@ -155,24 +160,26 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     errors += errs
     if errors:  # also ask the plugins about the sections no grid or arm varies, to report everything at once
         varied = {k.split(".")[0] for k in model.grid} | {k.split(".")[0] for arm in model.arm for k in arm}
-        errors += _plugin_checks(registry, sections["sampler"], sections["metric"],
+        errors += plugin_checks(registry, sections["sampler"], sections["metric"],
                                  [base["schedule"]] if base["schedule"] and "schedule" not in varied else [],
                                  [base["data"]] if base["data"] and "data" not in varied else [])
         raise invalid(mark_set_errors(errors, parsed), file)
 
     cells = []
+    neutral_sections = _neutral_sections(registry)
     for arm, config, errs in grid.expand(registry, base, axes, file):
         if errs:
             raise invalid(errs, file)
         neutral = {k.section: neutral_defaults(registry.get(k.name, config[k.section]["name"]).Params)
                    for k in KINDS.values() if k.cell}
-        cells += [Cell(config={**config, "seed": seed}, arm=arm, seed=seed, neutral=neutral) for seed in model.study.seeds]
+        cells += [Cell(config={**config, "seed": seed}, arm=arm, seed=seed, neutral=neutral,
+                       neutral_sections=neutral_sections) for seed in model.study.seeds]
     keys = [c.key for c in cells]
     if len(set(keys)) != len(keys):
         raise StudyError("two grid cells resolve to the same config; remove the duplicate option", file=file, key="grid")
-    errors = _plugin_checks(registry, sections["sampler"], sections["metric"], [c.config["schedule"] for c in cells],
+    errors = plugin_checks(registry, sections["sampler"], sections["metric"], [c.config["schedule"] for c in cells],
                             [c.config["data"] for c in cells])
-    errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := _device_error(device))]
+    errors += [e for device in dict.fromkeys(c.config["train"]["device"] for c in cells) if (e := device_error(device))]
     samplers = [registry.label("sampler", s) for s in sections["sampler"]]
     if model.eval.curve_sampler is not None and model.eval.curve_sampler not in samplers:
         errors.append(f"eval.curve_sampler: no sampler {model.eval.curve_sampler!r} in this study; samplers: {', '.join(samplers)}")
@@ -181,12 +188,19 @@ def load_study(path: str | Path, profile: str | None = None, overrides: list[str
     for note in notes:
         warnings.warn(f"{file}: {note}", StudyNote, stacklevel=2)
     for schedule in {json.dumps(c.config["schedule"], sort_keys=True): c.config["schedule"] for c in cells}.values():
-        _warn_if_not_noise(registry, schedule, file)
+        warn_if_not_noise(registry, schedule, file)
     contrasts = _contrasts(model.contrast, cells, sections, registry, file)
     _warn_if_few_seeds(model.study.seeds, contrasts, cells, samplers, file)
     return Study(path=path, name=model.study.name, question=model.study.question, profile=profile, raw=raw,
                  cells=cells, eval=model.eval, plugin_files=plugin_files, registry=registry, contrasts=contrasts,
                  sections=sections, companions=model.study.companions)
+
+
+def _neutral_sections(registry: Registry) -> dict[str, dict[str, Any]]:
+    """Section -> the default table of each neutral kind, resolved as a study that leaves it out gets it
+    (a default whose plugin is not installed matches no cell: left out)."""
+    resolved = {k.section: validate_plugin(registry, k.name, k.default, k.section) for k in KINDS.values() if k.neutral}
+    return {section: table for section, (table, errors) in resolved.items() if not errors}
 
 
 def _warn_if_few_seeds(seeds: list[int], contrasts: list[dict[str, Any]], cells: list[Cell], samplers: list[str],
@@ -200,74 +214,6 @@ def _warn_if_few_seeds(seeds: list[int], contrasts: list[dict[str, Any]], cells:
         warnings.warn(f"{file}: study.seeds: {n} seeds are too few for any verdict of better or worse: the exact sign-flip "
                       f"permutation test, which must agree with the paired t, cannot give p below 2/2^{n} = {2 / 2**n:.3g}"
                       f", so it cannot reach {ALPHA}; use at least {least} seeds", stacklevel=3)
-
-
-def _warn_if_not_noise(registry: Registry, schedule: dict[str, Any], file: str) -> None:
-    """Sampling starts from N(0, I), which is only right when abar_T is close to 0."""
-    name = registry.label("schedule", schedule)
-    try:
-        abar_T = float(registry.from_table("schedule", schedule).diffusion().alpha_bars[-1])
-    except Exception as exc:  # a plugin's betas: say so before any training starts
-        raise StudyError(f"schedule {name}: could not build its betas ({type(exc).__name__}: {exc})", file=file, key="schedule") from None
-    if abar_T > 1e-3:
-        warnings.warn(f"{file}: schedule {name} ends at abar_T = {abar_T:.3g} > 1e-3, so x_T "
-                      "is far from the N(0, I) that sampling starts from; raise T or beta_end, keep linear's "
-                      "scale_with_T = true, or use the cosine schedule", stacklevel=3)
-
-
-def _plugin_checks(registry: Registry, samplers: list[dict[str, Any]], metrics: list[dict[str, Any]],
-                   schedules: list[dict[str, Any]], datasets: list[dict[str, Any]]) -> list[str]:
-    """Ask each sampler about every schedule and each metric about every dataset (their optional
-    `check` methods), so that a combination that cannot work fails before anything trains. A dataset
-    is loaded only when some metric has a check."""
-    errors: list[str] = []
-    pairs = [("sampler", samplers, "schedule", schedules, lambda table: registry.from_table("schedule", table).diffusion()),
-             ("metric", metrics, "data", datasets, lambda table: registry.from_table("dataset", table).splits().spec)]
-    for kind, specs, section, tables, build in pairs:
-        checked = [(i, registry.from_table(kind, spec)) for i, spec in enumerate(specs)
-                   if spec and implements(registry.get(kind, spec["name"]), "check")]
-        unique = {json.dumps(t, sort_keys=True): t for t in tables} if checked else {}
-        for table in unique.values():
-            try:
-                argument = build(table)
-            except AblateError as exc:
-                errors.append(_keyed(section, exc))
-                continue
-            except Exception as exc:  # a plugin's bug, named before any training instead of a traceback
-                errors.append(f"{section}: {table.get('name')} could not be built ({type(exc).__name__}: {exc})")
-                continue
-            for i, plugin in checked:
-                try:
-                    plugin.check(argument)  # type: ignore[attr-defined]
-                except AblateError as exc:
-                    errors.append(_keyed(f"{kind}[{i}]", exc))
-    return list(dict.fromkeys(errors))
-
-
-def _device_error(name: str) -> str | None:
-    """Why train.device cannot be used on this machine, or None: found here rather than when training starts."""
-    if name == "auto":
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        return f"train.device: {name!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return f"train.device: {name!r} but this machine has no CUDA device; use 'auto' or 'cpu'"
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        return f"train.device: {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)"
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        return f"train.device: {name!r} but this machine has no MPS device; use 'auto' or 'cpu'"
-    if device.type not in ("cpu", "cuda", "mps"):
-        return f"train.device: {name!r} is not supported; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
-    return None
-
-
-def _keyed(where: str, exc: AblateError) -> str:
-    """'sampler[1].jump_at: message' from an error a plugin raised with key='jump_at' (or 'sampler.jump_at')."""
-    message = str(exc).removeprefix(f"{exc.key}: ") if exc.key else str(exc)
-    key = (exc.key or "").removeprefix(where.split("[")[0] + ".")
-    return f"{where}{'.' + key if key else ''}: {message}"
 
 
 def _contrasts(tables: list[dict[str, Any]], cells: list[Cell], sections: dict[str, Any],

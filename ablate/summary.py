@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate.interfaces import declared_spec
+from ablate.datatypes import declared_spec
 from ablate.store import REAL_DATA
 
 WIDTH = 120  # a terminal's columns

@@ -17,9 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ablate.cell import Parts, pick_device
+from ablate.datatypes import Data
 from ablate.errors import TrainingDiverged
 from ablate.fast import compiled
-from ablate.interfaces import Data
 from ablate.store import Store
 
 

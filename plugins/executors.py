@@ -2,7 +2,7 @@
 
 `local` runs them one after another in this process, or with `workers = N` in N processes of this
 machine; `ray` runs each cell as a Ray task on a local Ray or a cluster (RAY_ADDRESS). With more than
-one process the driver alone writes the results store (ablate.worker): a worker returns its cell and
+one process the driver alone writes the results store (ablate.remote, ablate.worker): a worker returns its cell and
 the driver merges it; a task that dies or raises is retried `max_retries` times, then the cell is
 recorded as failed with the reason.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ablate import AblateError, Executor, hookimpl
-from ablate.worker import CellJob, Done, Failed
+from ablate.jobs import CellJob, Done, Failed
 
 
 class Local(Executor):
@@ -41,7 +41,7 @@ class Local(Executor):
 
     @property
     def remote(self) -> bool:
-        """Cells go to other processes: `map` gets ablate.worker.run_job and CellJobs."""
+        """Cells go to other processes: `map` gets ablate.worker.run_job and CellJobs (ablate.jobs)."""
         return self.params.workers > 1
 
     @property

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ablate import AblateError, Data, EvalContext, KeySpec, Metric
-from ablate.interfaces import REFERENCE
+from ablate.datatypes import REFERENCE, as_saved
 
 INCEPTION_ENV = "ABLATE_INCEPTION_WEIGHTS"
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/pt_inception-2015-12-05-6726825d.pth"
@@ -162,9 +162,6 @@ def reference_split(ctx: EvalContext) -> Tensor:
     ref = ctx.extra.get(REFERENCE)
     if ref is not None:
         return ref
-    # imported here, so that `ablate plugins` imports no pandas or scipy (ablate.evaluate does)
-    from ablate.evaluate import as_saved
-
     return as_saved(ctx.data.test, ctx.data.spec)
 
 

@@ -6,7 +6,6 @@ fuzz of study contents and overrides: validation either accepts a study or raise
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import tomllib
@@ -16,67 +15,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ablate import AblateError, cli
+from ablate import AblateError
 from ablate.study import load_study
+from studies import plugin, run, study_text
 
-BASE = """
-[study]
-name = "bad_input"
-seeds = [0]
+BASE = study_text(**{"study": {"name": "bad_input"}, "schedule": {"T": 100},
+                     "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+                     "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 99}],
+                     "profiles": {"quick": {"train.steps": 2}}})  # the text each case edits as a user would
 
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-
-[schedule]
-name = "linear"
-T = 100
-
-[train]
-steps = 5
-batch_size = 16
-warmup = 1
-
-[eval]
-grid_samples = 0
-
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "one_step"
-jump_at = 99
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[profiles.quick]
-"train.steps" = 2
-"""
-
-NO_SAMPLE = '''
-from ablate import Sampler, hookimpl
+NO_SAMPLE = plugin('''
+from ablate import Sampler
 
 
 class Lazy(Sampler):
     """Has a name and Params, but no `sample`."""
 
     name = "lazy"
-
-
-@hookimpl
-def ablate_samplers():
-    return [Lazy]
-'''
+''', ablate_samplers=["Lazy"])
 
 
 def sub(old: str, new: str):
@@ -235,7 +191,7 @@ def test_bad_input_exits_2_naming_file_and_key(tmp_path, capsys, monkeypatch, ed
         pytest.xfail("the [[contrast]] schema has not landed in study.py yet")
     monkeypatch.chdir(tmp_path)  # --plugins paths are relative to the working directory
     study = write_files(tmp_path, edit(BASE) if edit else BASE)
-    assert cli.main(["run", str(study), "--runs-dir", str(tmp_path / "runs"), *extra]) == 2
+    assert run(study, tmp_path / "runs", *extra) == 2
     out, err = capsys.readouterr()
     assert "Traceback" not in out
     check_error(err, study, key, words)
@@ -246,7 +202,7 @@ def test_every_problem_is_reported_at_once(tmp_path, capsys):
     text = sub('name = "ancestral"', 'name = "ancestrl"')(BASE)
     text = sub("jump_at = 99", "jump_at = 100")(text)
     text = sub('name = "gmm2d"\nn_train = 200\nn_test = 100', 'name = "digits"')(text)
-    assert cli.main(["run", str(write_files(tmp_path, text)), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert run(write_files(tmp_path, text)) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1
     for key in ("sampler[0].name", "sampler[1].jump_at", "metric[0]: gmm_fit needs"):
@@ -307,30 +263,6 @@ def splice(raw: dict, dotted: str, value) -> None:
         node[parts[-1]] = value
 
 
-def toml_value(value) -> str:
-    """One TOML value, tables inline (TOML's basic strings take JSON's escapes)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return toml_string(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return "{" + ", ".join(f"{toml_string(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
-
-
-def toml_string(text: str) -> str:
-    """A TOML basic string: JSON's escapes, plus DEL, which TOML also forbids raw."""
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
-
-
-def toml_text(raw: dict) -> str:
-    return "".join(f"{toml_string(k)} = {toml_value(v)}\n" for k, v in raw.items())
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(edits=st.lists(st.tuples(KEYS, VALUES), min_size=1, max_size=3),
        overrides=st.lists(st.tuples(KEYS, st.text(max_size=12)), max_size=2))
@@ -339,7 +271,7 @@ def test_fuzzed_studies_validate_or_raise_ablate_error(tmp_path, edits, override
     for key, value in edits:
         splice(raw, key, value)
     study = tmp_path / "fuzz.toml"
-    study.write_text(toml_text(raw))
+    study.write_text(study_text(raw))
     assert json.dumps(tomllib.loads(study.read_text()), sort_keys=True) == json.dumps(raw, sort_keys=True)  # NaN too
     try:
         load_study(study, overrides=[f"{k}={v}" for k, v in overrides])
@@ -367,5 +299,5 @@ def test_fuzz_helpers_splice_real_keys():
     splice(raw, "train.steps", "x")
     splice(raw, "grid.train.lr", [1])
     assert raw["sampler"][1]["jump_at"] == 7 and raw["train"]["steps"] == "x" and raw["grid"]["train"] == {"lr": [1]}
-    assert tomllib.loads(toml_text(raw))["sampler"][1]["jump_at"] == 7
+    assert tomllib.loads(study_text(raw))["sampler"][1]["jump_at"] == 7
 

@@ -13,9 +13,10 @@ from ablate_plugins.features import embed
 import ablate
 from ablate import ladder
 from ablate.cli import main
+from ablate.datatypes import REFERENCE, EvalContext
 from ablate.evaluate import as_saved
-from ablate.interfaces import REFERENCE, EvalContext
 from ablate.store import LADDER, REAL_DATA, Store
+from studies import TINY, plugin, run, write_study
 
 
 def exact_cdist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -144,9 +145,9 @@ def test_feature_metric_keys_state_their_units():
     assert "standardised features" in registry.get("metric", "kid").keys["kid"].unit
 
 
-PROBE = '''
+PROBE = plugin('''
 import torch
-from ablate import KeySpec, Metric, hookimpl
+from ablate import KeySpec, Metric
 
 
 def share_in(x, pool):
@@ -167,63 +168,19 @@ class Probe(Metric):
         train, test = saved(data.train), saved(data.test)
         return {"in_train": share_in(samples, train), "in_test": share_in(samples, test),
                 "in_real": share_in(samples, real), "real_in_test": share_in(real, test)}
+''', ablate_metrics=["Probe"])
 
-
-@hookimpl
-def ablate_metrics():
-    return [Probe]
-'''
-
-STUDY = """
-plugins = ["probe.py"]
-
-[study]
-name = "ladder_e2e"
-seeds = [0, 1]
-
-[data]
-name = "digits"
-
-[model]
-name = "mlp"
-hidden = 32
-depth = 2
-
-[schedule]
-name = "linear"
-T = 20
-beta_end = 0.015
-
-[train]
-steps = 4
-batch_size = 16
-warmup = 1
-checkpoint_every = 4
-log_every = 2
-
-[eval]
-batch_size = 100
-grid_samples = 0
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "probe"
-num_samples = 100
-
-[[metric]]
-name = "kid"
-num_samples = 100
-subsets = 5
-"""
+LADDER_STUDY = {"study": {"name": "ladder_e2e", "seeds": [0, 1]}, "data": {"name": "digits"},
+                "model": {"hidden": 32, "depth": 2}, "schedule": {"T": 20, "beta_end": 0.015},
+                "train": {"steps": 4, "warmup": 1, "checkpoint_every": 4, "log_every": 2},
+                "eval": {"batch_size": 100, "grid_samples": 0},
+                "metric": [{"name": "probe", "num_samples": 100}, {"name": "kid", "num_samples": 100, "subsets": 5}]}
 
 
 def test_a_study_stores_the_floor_and_the_ladder_and_reports_them_apart(tmp_path, capsys):
-    (tmp_path / "probe.py").write_text(PROBE)
-    (tmp_path / "s.toml").write_text(STUDY)
+    study = write_study(tmp_path, "s.toml", plugin_files={"probe.py": PROBE}, **LADDER_STUDY)
     runs, out = tmp_path / "runs", tmp_path / "reports"
-    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     store = Store(runs / "ablate.db")
     try:
         frame = store.results("ladder_e2e")
@@ -242,9 +199,9 @@ def test_a_study_stores_the_floor_and_the_ladder_and_reports_them_apart(tmp_path
     assert kid["ladder: 100 copies"] < kid["ladder: 10 copies"] and math.isfinite(kid[REAL_DATA])
     # a rerun finds every evaluation, the ladder's included, and redoes nothing
     capsys.readouterr()
-    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     assert capsys.readouterr().out.count("already done") == 2
-    assert main(["report", str(tmp_path / "s.toml"), "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert main(["report", str(study), "--runs-dir", str(runs), "--out", str(out)]) == 0
     text = (out / "ladder_e2e" / "README.md").read_text()
     assert "- Samplers: `ancestral`." in text  # rungs are never arms' samplers
     results = text.split("## Results")[1].split("## Calibration ladder")[0]
@@ -258,13 +215,12 @@ def test_a_study_stores_the_floor_and_the_ladder_and_reports_them_apart(tmp_path
 
 def test_points_get_no_ladder_and_a_rerun_is_already_done(tmp_path, capsys):
     """Points get no ladder rows, and a finished cell is still 'already done' (its data is loaded to tell)."""
-    study = STUDY.replace('plugins = ["probe.py"]\n', "").replace('name = "digits"', 'name = "gmm2d"\nn_train = 200\nn_test = 100')
-    study = study.split("[[metric]]")[0] + '[[metric]]\nname = "spread"\nnum_samples = 50\n'
-    (tmp_path / "s.toml").write_text(study.replace('seeds = [0, 1]', 'seeds = [0]'))
+    study = write_study(tmp_path, **{**LADDER_STUDY, "study": {"name": "ladder_e2e"}, "data": TINY["data"],
+                                     "metric": [{"name": "spread", "num_samples": 50}]})
     runs = tmp_path / "runs"
-    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     capsys.readouterr()
-    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     assert "already done" in capsys.readouterr().out
     store = Store(runs / "ablate.db")
     try:

@@ -14,6 +14,7 @@ from ablate.cli import main
 from ablate.plugins import load_registry
 from ablate.store import REAL_DATA
 from ablate.summary import WIDTH, print_summary, render
+from studies import run, write_study
 
 
 def _imported_after(code: str) -> set[str]:
@@ -62,9 +63,7 @@ def test_plugin_descriptions_are_whole_sentences(capsys):
 
 
 def test_unknown_key_from_set_says_so(tmp_path, capsys):
-    study = tmp_path / "s.toml"
-    study.write_text('[study]\nname = "s"\n[data]\nname = "gmm2d"\n[model]\nname = "mlp"\n[train]\nsteps = 1\n'
-                     '[[arm]]\ntarget = { name = "epsilon" }\n[[metric]]\nname = "gmm_fit"\n')
+    study = write_study(tmp_path, "s.toml", train={"steps": 1}, arm=[{"target": {"name": "epsilon"}}])
     assert main(["run", str(study), "--set", "train.bogus=1", "--runs-dir", str(tmp_path / "runs")]) == 2
     assert "train.bogus (from --set train.bogus): unknown key; known: steps, " in capsys.readouterr().err
     study.write_text(study.read_text().replace("steps = 1\n", "steps = 1\nbogus = 1\n"))
@@ -99,58 +98,15 @@ def test_a_wide_summary_splits_its_metric_columns_into_blocks_that_fit():
     assert max(map(len, long)) <= WIDTH and "…" in long[1]
 
 
-SMALL = """
-[study]
-name = "small"
-seeds = [0, 1]
-
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 5
-batch_size = 16
-warmup = 1
-
-[eval]
-grid_samples = 0
-
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }, { name = "v" }]
-weighting = [{ name = "simple" }, { name = "min_snr" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "ddim"
-steps = 5
-eta = 1.0
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 50
-"""
+SMALL = {"study": {"name": "small", "seeds": [0, 1]},
+         "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}, {"name": "v"}],
+                  "weighting": [{"name": "simple"}, {"name": "min_snr"}]},
+         "sampler": [{"name": "ancestral"}, {"name": "ddim", "steps": 5, "eta": 1.0}],
+         "metric": [{"name": "gmm_fit", "num_samples": 100}, {"name": "x0_error_by_t", "num_samples": 50}]}
 
 
 def test_summary_of_a_real_run_fits_120_columns(tmp_path, capsys):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
-    assert main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert run(write_study(tmp_path, "small.toml", **SMALL)) == 0
     out = capsys.readouterr().out.splitlines()
     start = next(i for i, line in enumerate(out) if line.startswith("mean ± sd over seeds"))
     table = out[start + 1: next(i for i, line in enumerate(out) if line.startswith("done in"))]
@@ -162,8 +118,7 @@ def test_summary_of_a_real_run_fits_120_columns(tmp_path, capsys):
 
 
 def test_unknown_key_lists_the_known_ones_and_the_closest(tmp_path, capsys):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+    study = write_study(tmp_path, "small.toml", **SMALL)
     runs = ["--runs-dir", str(tmp_path / "runs")]
     assert main(["run", str(study), "--set", "train.stesp=3", *runs]) == 2
     err = capsys.readouterr().err
@@ -178,8 +133,7 @@ def test_unknown_key_lists_the_known_ones_and_the_closest(tmp_path, capsys):
 
 
 def test_several_problems_are_one_error_line_then_one_line_each(tmp_path, capsys):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+    study = write_study(tmp_path, "small.toml", **SMALL)
     assert main(["run", str(study), "--set", "train.stesp=3", "--set", "eval.bogus=1", "--runs-dir", str(tmp_path / "runs")]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"error: {study}: invalid study (2 problems):" and len(lines) == 3
@@ -189,8 +143,7 @@ def test_several_problems_are_one_error_line_then_one_line_each(tmp_path, capsys
 
 @pytest.mark.parametrize("args", [["--set", "train.steps", "300"], ["--set", "train.steps=", "300"]])
 def test_set_with_a_space_names_the_fix(tmp_path, capsys, args):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+    study = write_study(tmp_path, "small.toml", **SMALL)
     assert main(["run", str(study), *args, "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {' '.join(args)}: expected --set KEY=VALUE as one argument, e.g. --set train.steps=300\n"
@@ -200,13 +153,12 @@ def test_set_with_a_space_names_the_fix(tmp_path, capsys, args):
 
 
 def test_report_without_results_says_which_command_to_run(tmp_path, capsys):
-    study = tmp_path / "small.toml"
-    study.write_text(SMALL)
+    study = write_study(tmp_path, "small.toml", **SMALL)
     runs = tmp_path / "runs"
     assert main(["report", str(study), "--runs-dir", str(runs), "--out", str(tmp_path / "reports")]) == 2
     assert "run `ablate run STUDY` first" in capsys.readouterr().err  # no store at all
-    other = tmp_path / "other.toml"
-    other.write_text(SMALL.replace('name = "small"', 'name = "other"').replace("steps = 5", "steps = 1"))
+    other = write_study(tmp_path, "other.toml", **{**SMALL, "study": {"name": "other", "seeds": [0, 1]}, "train": {"steps": 1},
+                                                   "sampler": [{"name": "ancestral"}, {"name": "ddim", "steps": 1, "eta": 1.0}]})
     assert main(["run", str(other), "--set", "study.seeds=[0]", "--set", "grid.weighting=[{name = 'simple'}]",
                  "--runs-dir", str(runs)]) == 0
     capsys.readouterr()

@@ -26,6 +26,7 @@ from ablate.report.contrast_text import (
 )
 from ablate.store import Store
 from ablate.study import load_study
+from studies import study_text
 
 ABLATE = Path(sys.executable).parent / "ablate"
 
@@ -136,50 +137,10 @@ def test_per_seed_and_exploratory_tables():
     assert len(rows) == 1 and rows[0].startswith("| a / s | a / t | 2 | 2 [2 to 2] |")
 
 
-STUDY = """
-[study]
-name = "contrasts"
-seeds = [0, 1]
-
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-
-[schedule]
-name = "linear"
-T = 100
-
-[train]
-steps = 10
-batch_size = 32
-warmup = 2
-log_every = 5
-checkpoint_every = 10
-
-[eval]
-grid_samples = 0
-
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[contrast]]
-metric = "nll"
-baseline = "epsilon"
-compare = ["x0"]
-margin = 0.1
-"""
+STUDY = study_text(study={"name": "contrasts", "seeds": [0, 1]}, schedule={"T": 100},
+                   train={"steps": 10, "batch_size": 32, "warmup": 2, "log_every": 5, "checkpoint_every": 10},
+                   grid={"target": [{"name": "epsilon"}, {"name": "x0"}]},
+                   contrast=[{"metric": "nll", "baseline": "epsilon", "compare": ["x0"], "margin": 0.1}])  # edited below
 
 
 def test_missing_arm_exits_2_naming_the_key(tmp_path):

@@ -8,6 +8,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from ablate.interfaces import KINDS
 from ablate.plugins import load_registry
 from ablate.study import BOOKKEEPING, EvalConfig, TrainConfig, load_study
 
@@ -64,7 +65,7 @@ def test_readme_plugins_table_lists_every_builtin():
     section = (ROOT / "README.md").read_text().split("## Plugins", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| (\w+) \| (.+) \|$", section, re.M))
     registry = load_registry()
-    for kind in registry.plugins:
+    for kind in KINDS:
         builtin = [n for n in registry.names(kind) if registry.origin(kind, n).source == "built-in"]
         assert builtin, kind
         missing = [n for n in builtin if f"`{n}`" not in rows.get(kind, "")]

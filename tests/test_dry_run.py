@@ -11,52 +11,9 @@ import re
 import pytest
 
 from ablate.cli import main
+from studies import TINY_EVAL, merged, plugin, run, write_study
 
-STUDY = """
-[study]
-name = "dry_tiny"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 500
-n_test = 200
-
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 30
-batch_size = 64
-warmup = 0
-device = "cpu"
-
-[eval]
-batch_size = 200
-grid_samples = 0
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "ddim"
-steps = 5
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 50
-timesteps = [0, 25]
-"""
+DRY = merged(TINY_EVAL, {"study": {"name": "dry_tiny"}})
 PENDING_PER_CELL = 4  # gmm_fit x (ancestral, ddim, the real-data floor) + the diagnostic x0_error_by_t
 
 
@@ -71,8 +28,7 @@ def dry_run(capsys, study, runs, *extra) -> str:
 
 
 def test_dry_run_plans_without_writing(tmp_path, capsys):
-    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
-    study.write_text(STUDY)
+    study, runs = write_study(tmp_path, "dry.toml", base=DRY), tmp_path / "runs"
 
     out = dry_run(capsys, study, runs)
     assert not runs.exists()  # not even the folder
@@ -82,7 +38,7 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
     assert f"metrics 0.0 s + {PENDING_PER_CELL} evaluations not measured yet" in out  # a probe scores nothing
     assert re.search(r"estimated time: [\d.]+ (s|min)", out)
 
-    assert main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     capsys.readouterr()
     before = files(runs)
     out = dry_run(capsys, study, runs)
@@ -100,8 +56,7 @@ def test_dry_run_plans_without_writing(tmp_path, capsys):
 
 def test_dry_run_counts_what_a_changed_study_adds(tmp_path, capsys):
     """A metric added after the run is pending on the cached cell; more steps make the cell resume."""
-    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
-    study.write_text(STUDY)
+    study, runs = write_study(tmp_path, "dry.toml", base=DRY), tmp_path / "runs"
     assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 0
     capsys.readouterr()
     out = dry_run(capsys, study, runs)
@@ -112,16 +67,15 @@ def test_dry_run_counts_what_a_changed_study_adds(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad", ["train.steps=0", "model.name='mpl'"])
 def test_dry_run_validates_like_a_run(tmp_path, capsys, bad):
-    study = tmp_path / "dry.toml"
-    study.write_text(STUDY)
+    study = write_study(tmp_path, "dry.toml", base=DRY)
     assert main(["run", str(study), "--dry-run", "--runs-dir", str(tmp_path / "runs"), "--set", bad]) == 2
     assert capsys.readouterr().err.startswith("error:")
     assert not (tmp_path / "runs").exists()
 
 
-FLAT = '''
+FLAT = plugin('''
 import torch
-from ablate import Weighting, hookimpl
+from ablate import Weighting
 
 
 class Flat(Weighting):
@@ -131,20 +85,14 @@ class Flat(Weighting):
 
     def weights(self, diffusion, target, t):
         return torch.ones(t.shape, dtype=torch.float64)
-
-
-@hookimpl
-def ablate_weightings():
-    return [Flat]
-'''
+''', ablate_weightings=["Flat"])
 
 
 def test_dry_run_names_stale_cells_and_leaves_them(tmp_path, capsys):
     """A cell trained by a local plugin file that has changed since is stale: the dry run says so and
     what a run would do, and deletes nothing (the run still stops on it)."""
-    study, runs = tmp_path / "dry.toml", tmp_path / "runs"
-    (tmp_path / "flat.py").write_text(FLAT)
-    study.write_text('plugins = ["./flat.py"]\n' + STUDY + '\n[weighting]\nname = "flat"\n')
+    study = write_study(tmp_path, "dry.toml", base=DRY, plugin_files={"flat.py": FLAT}, weighting={"name": "flat"})
+    runs = tmp_path / "runs"
     assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 0
     (tmp_path / "flat.py").write_text(FLAT + "# changed\n")
     capsys.readouterr()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import textwrap
 import tomllib
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 import ablate
 from ablate.cli import main
+from studies import run, write_study
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ablate-example-sampler"
 PYPROJECT = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
@@ -116,31 +116,11 @@ def test_example_sampler_is_strided_ddpm(example_installed):
 
 
 def test_study_run_records_the_third_party_origin_and_version(example_installed, tmp_path, capsys):
-    study = tmp_path / "third_party.toml"
-    study.write_text(textwrap.dedent(f"""
-        [study]
-        name = "third_party"
-        seeds = [0]
-
-        [data]
-        name = "gmm2d"
-
-        [model]
-        name = "gmm_oracle"
-
-        [[sampler]]
-        name = "{SAMPLER}"
-        steps = 20
-
-        [[metric]]
-        name = "gmm_fit"
-        num_samples = 300
-
-        [eval]
-        grid_samples = 0
-    """))
+    study = write_study(tmp_path, "third_party.toml", base={}, study={"name": "third_party", "seeds": [0]},
+                        data={"name": "gmm2d"}, model={"name": "gmm_oracle"}, sampler=[{"name": SAMPLER, "steps": 20}],
+                        metric=[{"name": "gmm_fit", "num_samples": 300}], eval={"grid_samples": 0})
     runs = tmp_path / "runs"
-    assert main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     with sqlite3.connect(runs / "ablate.db") as db:
         (plugins,) = db.execute("SELECT plugins FROM runs WHERE study = 'third_party'").fetchone()
         rows = dict(db.execute("SELECT key, value FROM metrics WHERE sampler = ?", (f"{SAMPLER}(steps=20)",)).fetchall())

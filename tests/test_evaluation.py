@@ -4,17 +4,16 @@ learning curves and the record of clipped gradients."""
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 import torch
 
 import ablate
+from ablate.datatypes import Data, DataSpec, EvalContext, Prediction
 from ablate.evaluate import ClippedDenoiser, as_saved, draw_samples
-from ablate.interfaces import Data, DataSpec, EvalContext, Prediction
 from ablate.store import REAL_DATA
+from studies import ORACLE, TINY, merged, query, run, write_study
 
 
 def _ctx(data: Data, tmp_path: Path) -> EvalContext:
@@ -82,51 +81,17 @@ def test_clipping_at_the_seam_clamps_x0_and_keeps_x_t_consistent(registry):
     assert torch.allclose(abar.sqrt() * pred.x0 + (1 - abar).sqrt() * pred.eps, x_t, atol=1e-10)
 
 
-ORACLE = """
-[study]
-name = "crn"
-seeds = [0, 1]
-
-[data]
-name = "gmm2d"
-n_train = 500
-n_test = 500
-
-[model]
-name = "gmm_oracle"
-
-[schedule]
-name = "linear"
-T = 50
-
-[eval]
-batch_size = 150
-grid_samples = 0
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "ddim"
-steps = 50
-eta = 1.0
-
-[[sampler]]
-name = "ddim"
-steps = 50
-eta = 0.0
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 400
-"""
+CRN = merged(ORACLE, {"study": {"name": "crn", "seeds": [0, 1]}, "data": {"n_test": 500, "n_train": 500},
+                      "eval": {"batch_size": 150},
+                      "sampler": [{"name": "ancestral"}, {"name": "ddim", "steps": 50, "eta": 1.0},
+                                  {"name": "ddim", "steps": 50, "eta": 0.0}],
+                      "metric": [{"name": "gmm_fit", "num_samples": 400}]})
 
 
 def test_samplers_share_x_T_and_the_noise_stream(tmp_path):
     """Common random numbers: on the exact oracle, DDIM with eta = 1 at every step is the ancestral
     chain, so at each seed both give the same metric values; deterministic DDIM does not."""
-    (tmp_path / "s.toml").write_text(ORACLE)
-    frame = ablate.run_study(tmp_path / "s.toml", runs_dir=tmp_path / "runs", progress=False)
+    frame = ablate.run_study(write_study(tmp_path, base=CRN), runs_dir=tmp_path / "runs", progress=False)
     nll = frame[frame.key == "nll"].pivot_table(index="seed", columns="sampler", values="value")
     # equal up to float32 rounding of two algebraically equal updates (different seeds differ by ~1e-2)
     assert nll["ancestral"].tolist() == pytest.approx(nll["ddim(eta=1.0)"].tolist(), rel=1e-5)
@@ -148,61 +113,20 @@ def test_nearest_neighbour_exposes_a_copying_model(registry, tmp_path):
     assert held_out["nn_distance"] > 0.1 and held_out["close_copies"] < 0.05
 
 
-GMM_MLP = """
-[study]
-name = "curves"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 1000
-n_test = 300
-
-[model]
-name = "mlp"
-hidden = 32
-depth = 2
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 60
-batch_size = 64
-lr = 3e-3
-warmup = 5
-grad_clip = 0.01
-checkpoint_every = 100
-
-[eval]
-batch_size = 300
-grid_samples = 0
-at_steps = [20, 40]
-raw_weights = true
-
-[[sampler]]
-name = "ddim"
-steps = 5
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 100
-timesteps = [0, 25, 49]
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 300
-"""
+CURVES = merged(TINY, {"study": {"name": "curves"}, "data": {"n_train": 1000, "n_test": 300}, "model": {"hidden": 32, "depth": 2},
+                       "train": {"steps": 60, "batch_size": 64, "lr": 3e-3, "warmup": 5, "grad_clip": 0.01,
+                                 "checkpoint_every": 100},
+                       "eval": {"batch_size": 300, "at_steps": [20, 40], "raw_weights": True},
+                       "sampler": [{"name": "ddim", "steps": 5}],
+                       "metric": [{"name": "x0_error_by_t", "num_samples": 100, "timesteps": [0, 25, 49]},
+                                  {"name": "gmm_fit", "num_samples": 300}]})
 
 
 def test_learning_curves_raw_weights_and_clipping_are_recorded(tmp_path):
-    (tmp_path / "s.toml").write_text(GMM_MLP)
     runs = tmp_path / "runs"
-    ablate.run_study(tmp_path / "s.toml", runs_dir=runs, progress=False)
-    with closing(sqlite3.connect(runs / "ablate.db")) as db:
-        rows = set(db.execute("SELECT sampler, metric, step, weights FROM evals"))
-        clipped, steps = db.execute("SELECT clipped_steps, step FROM cells").fetchone()
+    ablate.run_study(write_study(tmp_path, base=CURVES), runs_dir=runs, progress=False)
+    rows = set(query(runs, "SELECT sampler, metric, step, weights FROM evals"))
+    ((clipped, steps),) = query(runs, "SELECT clipped_steps, step FROM cells")
     curve = {(s, w) for sampler, m, s, w in rows if m.startswith("x0_error_by_t")}
     assert curve == {(20, "ema"), (40, "ema"), (-1, "ema"), (-1, "raw")}
     # the sampled metric is not cheap: final weights only (EMA and raw), plus its real-data floor
@@ -240,10 +164,8 @@ def test_mlp_skip_adds_the_input(registry):
 
 def test_progress_without_a_terminal_prints_lines(tmp_path, capsys):
     """Under CI or into a log file tqdm stays silent, so training prints a line every tenth of the run."""
-    from ablate.cli import main
 
-    (tmp_path / "s.toml").write_text(GMM_MLP.replace("at_steps = [20, 40]\nraw_weights = true\n", ""))
-    assert main(["run", str(tmp_path / "s.toml"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert run(write_study(tmp_path, "s.toml", base=CURVES, eval={"at_steps": None, "raw_weights": None})) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("  train step ")]
     assert [line.split(",")[0] for line in lines] == [f"  train step {s}/60" for s in range(6, 61, 6)]
@@ -254,8 +176,7 @@ def test_changing_what_an_evaluation_measures_makes_its_results_stale(tmp_path, 
     stops (exit 2) instead of reusing them, and --recompute-stale recomputes."""
     from ablate.cli import main
 
-    study = tmp_path / "s.toml"
-    study.write_text(ORACLE.replace('[[sampler]]\nname = "ddim"\nsteps = 50\neta = 0.0\n', ""))
+    study = write_study(tmp_path, "s.toml", base=CRN, sampler=CRN["sampler"][:2])
     runs = ["--runs-dir", str(tmp_path / "runs")]
     assert main(["run", str(study), *runs]) == 0
     assert main(["run", str(study), *runs]) == 0  # unchanged: reused

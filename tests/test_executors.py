@@ -6,95 +6,42 @@ twice; a task that keeps failing is recorded as a failed cell; bad `[executor]` 
 from __future__ import annotations
 
 import importlib.util
-import sqlite3
-from contextlib import closing
+import tomllib
 from pathlib import Path
 
 import pytest
 
 import ablate
-from ablate import cli
+from studies import DATA, TINY, merged, plugin, query, run, write_study
 
-DATA = Path(__file__).parent / "data"
 HAS_RAY = importlib.util.find_spec("ray") is not None
 
-STUDY = """{head}
-[study]
-name = "tiny_exec"
-seeds = {seeds}
+EXEC = merged(TINY, {"study": {"name": "tiny_exec", "seeds": [0, 1]}, "data": {"n_train": 1000, "n_test": 300},
+                     "model": {"depth": 2},
+                     "train": {"steps": 40, "batch_size": 64, "lr": 3e-3, "warmup": 5, "ema": 0.9, "checkpoint_every": 20,
+                               "log_every": 10},
+                     "eval": {"batch_size": 300}, "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+                     "metric": [{"name": "gmm_fit", "num_samples": 300},
+                                {"name": "x0_error_by_t", "num_samples": 100, "timesteps": [0, 25, 49]}]})
+LOCAL_2 = {"name": "local", "workers": 2, "max_retries": 1}
 
-[data]
-name = "gmm2d"
-n_train = 1000
-n_test = 300
-
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 40
-batch_size = 64
-lr = 3e-3
-warmup = 5
-ema = 0.9
-checkpoint_every = 20
-log_every = 10
-
-[eval]
-batch_size = 300
-grid_samples = 0
-
-[grid]
-target = [{{ name = "epsilon" }}, {{ name = "x0" }}]
-
-[executor]
-{executor}
-
-[[sampler]]
-name = "ancestral"
-{samplers}
-[[metric]]
-name = "gmm_fit"
-num_samples = 300
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 100
-timesteps = [0, 25, 49]
-"""
-
-ALWAYS_DIES = '''
+ALWAYS_DIES = plugin('''
 import os
-from ablate import Sampler, hookimpl
+from ablate import Sampler
 
 class AlwaysDies(Sampler):
     name = "always_dies"
 
     def sample(self, denoiser, diffusion, x, t_start, generator):
         os._exit(3)
-
-@hookimpl
-def ablate_samplers():
-    return [AlwaysDies]
-'''
+''', ablate_samplers=["AlwaysDies"])
 
 
-def write(tmp_path: Path, executor: str = 'name = "local"', samplers: str = "", head: str = "",
-          seeds: str = "[0, 1]") -> Path:
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(executor=executor, samplers=samplers, head=head, seeds=seeds))
-    return path
-
-
-def query(runs: Path, sql: str) -> list[tuple]:
-    with closing(sqlite3.connect(runs / "ablate.db")) as db:
-        return db.execute(sql).fetchall()
+def write(tmp_path: Path, executor: dict | None = None, sampler: dict | None = None, plugins: tuple[str, ...] = (),
+          seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """The study with `executor` (default: local), ancestral and `sampler`."""
+    return write_study(tmp_path, base=EXEC, executor=executor or {"name": "local"}, study={"seeds": list(seeds)},
+                       sampler=[{"name": "ancestral"}, *([sampler] if sampler else [])], **({"plugins": list(plugins)} if plugins else {}))
 
 
 def metric_rows(runs: Path, exclude_sampler: str = "") -> list[tuple]:
@@ -141,11 +88,11 @@ def test_in_process_reference_is_complete(in_process):
 
 def test_local_workers_give_the_in_process_values(tmp_path, in_process):
     runs = tmp_path / "runs"
-    ablate.run_study(write(tmp_path, 'name = "local"\nworkers = 2'), runs_dir=runs, progress=False)
+    ablate.run_study(write(tmp_path, {"name": "local", "workers": 2}), runs_dir=runs, progress=False)
     assert metric_rows(runs) == metric_rows(in_process)
     assert query(runs, "SELECT * FROM losses ORDER BY 1, 2") == query(in_process, "SELECT * FROM losses ORDER BY 1, 2")
     assert_clean(runs)
-    ablate.run_study(write(tmp_path, 'name = "local"\nworkers = 2'), runs_dir=runs, progress=False)  # rerun: nothing new
+    ablate.run_study(write(tmp_path, {"name": "local", "workers": 2}), runs_dir=runs, progress=False)  # rerun: nothing new
     assert metric_rows(runs) == metric_rows(in_process)
 
 
@@ -153,9 +100,7 @@ def test_killed_worker_is_retried_without_duplicates(tmp_path, in_process):
     """The first cell to reach the kill_once sampler SIGKILLs its worker process: that cell runs again
     (resuming from its own store and checkpoint) and the study ends with every value once."""
     marker = tmp_path / "killed"
-    head = f'plugins = ["{DATA / "kill_once_sampler.py"}"]'
-    study = write(tmp_path, 'name = "local"\nworkers = 2\nmax_retries = 1',
-                  f'[[sampler]]\nname = "kill_once"\nmarker = "{marker}"\n', head)
+    study = write(tmp_path, LOCAL_2, {"name": "kill_once", "marker": str(marker)}, (str(DATA / "kill_once_sampler.py"),))
     runs = tmp_path / "runs"
     ablate.run_study(study, runs_dir=runs, progress=False)
     assert marker.exists()
@@ -167,8 +112,7 @@ def test_killed_worker_is_retried_without_duplicates(tmp_path, in_process):
 def test_task_that_keeps_dying_is_recorded_failed(tmp_path, capsys):
     plugin = tmp_path / "dies.py"
     plugin.write_text(ALWAYS_DIES)
-    study = write(tmp_path, 'name = "local"\nworkers = 2\nmax_retries = 1', '[[sampler]]\nname = "always_dies"\n',
-                  f'plugins = ["{plugin}"]', seeds="[0]")
+    study = write(tmp_path, LOCAL_2, {"name": "always_dies"}, (str(plugin),), seeds=(0,))
     runs = tmp_path / "runs"
     ablate.run_study(study, runs_dir=runs, progress=True)
     reasons = query(runs, "SELECT status, reason FROM cells")
@@ -183,8 +127,8 @@ def test_ray_gives_the_in_process_values_and_retries_a_killed_worker(tmp_path, i
     """One Ray run (each costs about a minute on 2 busy cores) checks both: a worker killed mid-task is
     retried, and every other row equals the in-process run's."""
     marker = tmp_path / "killed"
-    study = write(tmp_path, 'name = "ray"\nmax_retries = 1\ncpus_per_cell = 1', f'[[sampler]]\nname = "kill_once"\nmarker = "{marker}"\n',
-                  f'plugins = ["{DATA / "kill_once_sampler.py"}"]')
+    study = write(tmp_path, {"name": "ray", "max_retries": 1, "cpus_per_cell": 1}, {"name": "kill_once", "marker": str(marker)},
+                  (str(DATA / "kill_once_sampler.py"),))
     runs = tmp_path / "runs"
     ablate.run_study(study, runs_dir=runs, progress=False)
     assert marker.exists()
@@ -193,8 +137,8 @@ def test_ray_gives_the_in_process_values_and_retries_a_killed_worker(tmp_path, i
 
 
 def test_ray_refuses_more_gpus_than_any_node_has(tmp_path, local_ray, capsys):
-    study = write(tmp_path, 'name = "ray"\ngpus_per_cell = 0.25')
-    assert cli.main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == 2
+    study = write(tmp_path, {"name": "ray", "gpus_per_cell": 0.25})
+    assert run(study) == 2
     err = capsys.readouterr().err
     assert "executor.gpus_per_cell" in err and "no node of the Ray cluster" in err
 
@@ -209,8 +153,8 @@ def test_ray_refuses_more_gpus_than_any_node_has(tmp_path, local_ray, capsys):
 def test_bad_executor_table_exits_2_naming_the_key(tmp_path, capsys, table, key):
     if 'name = "ray"' in table and not HAS_RAY:
         pytest.skip("Ray is not installed")
-    study = write(tmp_path, table)
-    assert cli.main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == 2
+    study = write(tmp_path, tomllib.loads(table))
+    assert run(study) == 2
     err = capsys.readouterr().err
     assert f"executor.{key}" in err and err.count("\n") >= 1
     assert not (tmp_path / "runs" / "ablate.db").exists()  # found before anything ran
@@ -219,8 +163,8 @@ def test_bad_executor_table_exits_2_naming_the_key(tmp_path, capsys, table, key)
 def test_ray_missing_says_how_to_install(tmp_path, capsys, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else find_spec(name, *a))
-    study = write(tmp_path, 'name = "ray"')
-    assert cli.main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == 2
+    study = write(tmp_path, {"name": "ray"})
+    assert run(study) == 2
     assert "pip install 'ablate[ray]'" in capsys.readouterr().err
 
 

@@ -13,60 +13,12 @@ import pytest
 
 from ablate.cli import main
 from ablate.export import arm_axes
+from studies import TINY_EVAL, merged, write_study
 
-STUDY = """
-[study]
-name = "tidy_tiny"
-seeds = [0]
+TIDY = merged(TINY_EVAL, {"study": {"name": "tidy_tiny"}, "train": {"steps": 20}, "eval": {"at_steps": [10]},
+                          "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}], "train.lr": [1e-3, 3e-3]},
+                          "profiles": {"quick": {"train": {"steps": 10}}}})
 
-[data]
-name = "gmm2d"
-n_train = 500
-n_test = 200
-
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 20
-batch_size = 64
-warmup = 0
-device = "cpu"
-
-[eval]
-batch_size = 200
-grid_samples = 0
-at_steps = [10]
-
-[grid]
-target = [{name = "epsilon"}, {name = "x0"}]
-"train.lr" = [1e-3, 3e-3]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "ddim"
-steps = 5
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 50
-timesteps = [0, 25]
-
-[profiles.quick]
-train.steps = 10
-"""
 
 COLUMNS = ["study", "profile", "arm", "target", "lr", "seed", "sampler", "metric", "key", "value", "weights",
            "train_step", "final", "nfe", "num_samples", "seconds", "cell", "plugins"]
@@ -75,8 +27,8 @@ COLUMNS = ["study", "profile", "arm", "target", "lr", "seed", "sampler", "metric
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
-    (folder / "tidy.toml").write_text(STUDY)
-    (folder / "untrained.toml").write_text(STUDY.replace('"tidy_tiny"', '"untrained"').split("[[sampler]]")[0])
+    write_study(folder, "tidy.toml", base=TIDY)
+    write_study(folder, "untrained.toml", base=TIDY, study={"name": "untrained"}, sampler=None, metric=None, profiles=None)
     for args in (["tidy.toml"], ["tidy.toml", "--profile", "quick"], ["untrained.toml"]):
         assert main(["run", str(folder / args[0]), *args[1:], "--runs-dir", str(folder / "runs")]) == 0
     return folder

@@ -18,54 +18,19 @@ from ablate.cell import Parts
 from ablate.cli import main
 from ablate.plugins import load_registry
 from ablate.train import load_checkpoint
+from studies import run, write_study
 
 diffusers = pytest.importorskip("diffusers")
 
-DIFFUSERS_UNET = ('{name = "diffusers_unet", block_out_channels = [16, 32], layers_per_block = 1, norm_num_groups = 8, '
-                  'down_block_types = ["DownBlock2D", "AttnDownBlock2D"], up_block_types = ["AttnUpBlock2D", "UpBlock2D"]}')
-UNET = '{name = "unet", ch = 32, ch_mult = [1, 2], num_res_blocks = 1, attn_resolutions = [4], dropout = 0.0}'
-STUDY = f"""
-[study]
-name = "export_model_tiny"
-seeds = [0]
-
-[data]
-name = "digits"
-
-[model]
-name = "mlp"
-hidden = 16
-
-[train]
-steps = 3
-batch_size = 8
-warmup = 0
-device = "cpu"
-
-[eval]
-grid_samples = 0
-
-[[arm]]
-model = {DIFFUSERS_UNET}
-target = {{name = "epsilon"}}
-
-[[arm]]
-model = {DIFFUSERS_UNET}
-target = {{name = "x0"}}
-
-[[arm]]
-model = {DIFFUSERS_UNET}
-target = {{name = "v"}}
-
-[[arm]]
-model = {UNET}
-
-[[arm]]
-model = {{name = "unet", ch = 8, ch_mult = [1, 2], num_res_blocks = 1, attn_resolutions = []}}
-
-[[arm]]
-target = {{name = "epsilon"}}
-"""
+DIFFUSERS_UNET = {"name": "diffusers_unet", "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8,
+                  "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+UNET = {"name": "unet", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0}
+# digits at T = 1000, three steps per arm: each exported as a pipeline
+DIGITS = {"study": {"name": "export_model_tiny", "seeds": [0]}, "data": {"name": "digits"}, "model": {"name": "mlp", "hidden": 16},
+          "train": {"steps": 3, "batch_size": 8, "warmup": 0, "device": "cpu"}, "eval": {"grid_samples": 0}}
+ARMS = [*({"model": DIFFUSERS_UNET, "target": {"name": target}} for target in ("epsilon", "x0", "v")), {"model": UNET},
+        {"model": {"name": "unet", "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": []}},
+        {"target": {"name": "epsilon"}}]
 PREDICTION = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
@@ -73,8 +38,7 @@ PREDICTION = {"epsilon": "epsilon", "x0": "sample", "v": "v_prediction"}
 def cells(tmp_path_factory):
     """Cell key by (model name, target name, ch): each arm trained 3 steps, as `ablate run` trains it."""
     folder = tmp_path_factory.mktemp("export_model")
-    (folder / "study.toml").write_text(STUDY)
-    assert main(["run", str(folder / "study.toml"), "--runs-dir", str(folder / "runs")]) == 0
+    assert run(write_study(folder, base={}, **DIGITS, arm=ARMS)) == 0
     out = {}
     for run_dir in (folder / "runs").iterdir():
         if (run_dir / "config.json").is_file():
@@ -177,9 +141,7 @@ def test_bad_targets_are_one_line(cells, tmp_path, capsys):
 def test_without_diffusers_the_registry_loads_and_a_study_says_what_to_install(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # what `import diffusers` sees where it is not installed
     assert "diffusers_unet" in load_registry().names("model")
-    study = tmp_path / "study.toml"
-    study.write_text(STUDY.split("[[arm]]")[0].replace('name = "mlp"\nhidden = 16', 'name = "diffusers_unet"'))
-    assert main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert run(write_study(tmp_path, base={**DIGITS, "model": {"name": "diffusers_unet"}})) == 2
     err = capsys.readouterr().err
     assert "pip install 'ablate[diffusers]'" in err and "Traceback" not in err
     assert main(["export-model", "abc", "--to", str(tmp_path / "p")]) == 2

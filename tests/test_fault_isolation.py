@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +18,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_faults import ablate_run
-from test_pipeline import DATA, assert_no_duplicates, metric_values, query
 
-from ablate.cli import main
 from ablate.faults import BadResult, Failure, check_result
 from ablate.report import write_reports
 from ablate.store import CELL, FINAL, REAL_DATA, Store
+from studies import DATA, assert_no_duplicates, metric_values, query, run, write_study
 
 # --- the rule: a non-empty mapping of str keys to finite floats -------------------------------------------
 
@@ -71,54 +69,18 @@ def test_a_metric_return_is_stored_only_when_it_is_a_mapping_of_str_to_finite_fl
 
 # --- through `ablate run` ---------------------------------------------------------------------------------
 
-HEAD = """plugins = ["./broken_plugins.py"]
-
-[study]
-name = "{name}"
-seeds = {seeds}
-
-[data]
-name = "gmm2d"
-n_train = 500
-n_test = 200
-"""
-
-ORACLE = """
-[model]
-name = "gmm_oracle"
-
-[eval]
-grid_samples = 0
-"""
-
-SAMPLERS = """
-[[sampler]]
-name = "raising"
-
-[[sampler]]
-name = "ddim"
-steps = 5
-"""
-
-GOOD_METRIC = """
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-"""
-
-NAN_METRIC = """
-[[metric]]
-name = "nan_spread"
-num_samples = 100
-"""
+ORACLE = {"model": {"name": "gmm_oracle"}, "eval": {"grid_samples": 0}}  # nothing to train
+SAMPLERS = [{"name": "raising"}, {"name": "ddim", "steps": 5}]
+DDIM = [{"name": "ddim", "steps": 5}]
+GOOD_METRIC = {"name": "gmm_fit", "num_samples": 100}
+NAN_METRIC = {"name": "nan_spread", "num_samples": 100}
 
 
-def write_study(tmp_path: Path, body: str, name: str = "isolation", seeds: str = "[0, 1]") -> Path:
-    """The study in tmp_path beside a fresh copy of the broken plugins."""
-    shutil.copy(DATA / "broken_plugins.py", tmp_path / "broken_plugins.py")
-    path = tmp_path / "study.toml"
-    path.write_text(HEAD.format(name=name, seeds=seeds) + body)
-    return path
+def isolation_study(folder: Path, name: str = "isolation", seeds: tuple[int, ...] = (0, 1), **tables) -> Path:
+    """A gmm2d study in `folder` beside a fresh copy of the broken plugins; `tables` give the rest."""
+    return write_study(folder, base={}, plugin_files={"broken_plugins.py": (DATA / "broken_plugins.py").read_text()},
+                       study={"name": name, "seeds": list(seeds)}, data={"name": "gmm2d", "n_train": 500, "n_test": 200},
+                       **tables)
 
 
 def fix_plugins(tmp_path: Path) -> None:
@@ -126,10 +88,10 @@ def fix_plugins(tmp_path: Path) -> None:
     plugin.write_text(plugin.read_text().replace("\nBROKEN = True\n", "\nBROKEN = False\n"))
 
 
-def run(study: Path, runs: Path, capsys) -> tuple[int, str, str]:
+def run_here(study: Path, runs: Path, capsys) -> tuple[int, str, str]:
     """`ablate run` in this process (a plugin file is imported once per process: a rerun after editing
     it goes through `rerun`, a fresh process, like the user's next command)."""
-    code = main(["run", str(study), "--runs-dir", str(runs)])
+    code = run(study, runs)
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, out, err
@@ -146,9 +108,9 @@ def failures(runs: Path) -> list[tuple]:
 
 
 def test_a_raising_sampler_and_a_nan_metric_cost_only_their_own_results_and_a_rerun_retries_them(tmp_path, capsys):
-    study = write_study(tmp_path, ORACLE + SAMPLERS + GOOD_METRIC + NAN_METRIC)
+    study = isolation_study(tmp_path, **ORACLE, sampler=SAMPLERS, metric=[GOOD_METRIC, NAN_METRIC])
     runs = tmp_path / "runs"
-    code, out, _ = run(study, runs, capsys)
+    code, out, _ = run_here(study, runs, capsys)
     assert code == 1
     origin = str((tmp_path / "broken_plugins.py").resolve())
     cells = sorted(k for (k,) in query(runs, "SELECT key FROM cells"))
@@ -165,9 +127,8 @@ def test_a_raising_sampler_and_a_nan_metric_cost_only_their_own_results_and_a_re
                "ValueError: boom from the sampler" in out
         assert f"FAILED default seed {seed}, metric {nan} on {REAL_DATA}: metric/nan_spread ({origin}): BadResult" in out
     # every good result is kept, and equals a study that never had the broken plugins
-    (tmp_path / "clean").mkdir()
-    clean = write_study(tmp_path / "clean", ORACLE + '[[sampler]]\nname = "ddim"\nsteps = 5\n' + GOOD_METRIC)
-    assert run(clean, tmp_path / "clean_runs", capsys)[0] == 0
+    clean = isolation_study(tmp_path / "clean", **ORACLE, sampler=DDIM, metric=[GOOD_METRIC])
+    assert run_here(clean, tmp_path / "clean_runs", capsys)[0] == 0
     assert metric_values(runs) == metric_values(tmp_path / "clean_runs")
     assert query(runs, "SELECT COUNT(*) FROM metrics WHERE value IS NULL OR value != value") == [(0,)]  # no NaN stored
 
@@ -189,45 +150,18 @@ def test_a_raising_sampler_and_a_nan_metric_cost_only_their_own_results_and_a_re
     assert "Failed evaluations" not in (tmp_path / "reports" / "isolation" / "README.md").read_text()
 
 
-TRAINED = """
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 20
-batch_size = 64
-warmup = 5
-checkpoint_every = 10
-log_every = 5
-
-[eval]
-grid_samples = 0
-at_steps = [10]
-
-[grid]
-weighting = [{ name = "simple" }, { name = "raising_weights" }]
-
-[[metric]]
-name = "broken_diagnostic"
-num_samples = 100
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 100
-timesteps = [0, 25, 49]
-"""
+TRAINED = {"model": {"name": "mlp", "hidden": 16, "depth": 2}, "schedule": {"name": "linear", "T": 50},
+           "train": {"steps": 20, "batch_size": 64, "warmup": 5, "checkpoint_every": 10, "log_every": 5},
+           "eval": {"grid_samples": 0, "at_steps": [10]},
+           "grid": {"weighting": [{"name": "simple"}, {"name": "raising_weights"}]},
+           "metric": [{"name": "broken_diagnostic", "num_samples": 100},
+                      {"name": "x0_error_by_t", "num_samples": 100, "timesteps": [0, 25, 49]}]}
 
 
 def test_a_cell_whose_plugin_raises_and_a_failed_learning_curve_are_recorded_and_retried(tmp_path, capsys):
-    study = write_study(tmp_path, TRAINED, name="isolation_train", seeds="[0]")
+    study = isolation_study(tmp_path, "isolation_train", (0,), **TRAINED)
     runs = tmp_path / "runs"
-    code, out, _ = run(study, runs, capsys)
+    code, out, _ = run_here(study, runs, capsys)
     assert code == 1
     origin = str((tmp_path / "broken_plugins.py").resolve())
     cells = dict(query(runs, "SELECT arm, cell FROM run_cells"))
@@ -262,10 +196,10 @@ def test_every_bad_return_of_a_metric_is_recorded_and_every_good_one_stored(tmp_
     cases = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cases)  # for its list of cases only
     RETURNS = cases.RETURNS  # noqa: N806
-    metrics = "".join(f'\n[[metric]]\nname = "scripted"\nreturns = "{case}"\nnum_samples = 50\n' for case in RETURNS)
-    study = write_study(tmp_path, ORACLE + '[[sampler]]\nname = "ddim"\nsteps = 5\n' + metrics, seeds="[0]")
+    metrics = [{"name": "scripted", "returns": case, "num_samples": 50} for case in RETURNS]
+    study = isolation_study(tmp_path, seeds=(0,), **ORACLE, sampler=DDIM, metric=metrics)
     runs = tmp_path / "runs"
-    code, out, _ = run(study, runs, capsys)
+    code, out, _ = run_here(study, runs, capsys)
     assert code == 1
     stored = {}
     for metric, key, value in query(runs, "SELECT metric, key, value FROM metrics WHERE sampler = 'ddim(steps=5)'"):
@@ -288,25 +222,25 @@ def test_every_bad_return_of_a_metric_is_recorded_and_every_good_one_stored(tmp_
     ("interrupt", 130, "interrupted: finished work is saved"),
 ])
 def test_bad_input_a_full_disk_and_ctrl_c_in_a_plugin_still_stop_the_run(tmp_path, capsys, case, code, message):
-    study = write_study(tmp_path, ORACLE + f'[[metric]]\nname = "scripted"\nreturns = "{case}"\nnum_samples = 50\n'
-                        '\n[[sampler]]\nname = "ddim"\nsteps = 5\n', seeds="[0]")
-    assert main(["run", str(study), "--runs-dir", str(tmp_path / "runs")]) == code
+    study = isolation_study(tmp_path, seeds=(0,), **ORACLE, metric=[{"name": "scripted", "returns": case, "num_samples": 50}],
+                            sampler=DDIM)
+    assert run(study) == code
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith(message) and "Traceback" not in err, err
     assert query(tmp_path / "runs", "SELECT COUNT(*) FROM failures") == [(0,)]
 
 
 def test_workers_send_their_failures_back_and_a_rerun_clears_them(tmp_path, capsys):
-    study = write_study(tmp_path, ORACLE + SAMPLERS + GOOD_METRIC + '\n[executor]\nname = "local"\nworkers = 2\n',
-                        seeds="[0]")
+    study = isolation_study(tmp_path, seeds=(0,), **ORACLE, sampler=SAMPLERS, metric=[GOOD_METRIC],
+                            executor={"name": "local", "workers": 2})
     runs = tmp_path / "runs"
-    code, out, _ = run(study, runs, capsys)
+    code, out, _ = run_here(study, runs, capsys)
     assert code == 1 and "1 unit(s) of work failed" in out  # the raising sampler's gmm_fit
     assert [(s, p) for _, s, _, _, _, p, _, _ in failures(runs)] == [("raising", "sampler/raising")]
     assert list(runs.glob("*/cell.db*")) == []
     assert query(runs, "SELECT COUNT(*) FROM evals WHERE sampler = 'ddim(steps=5)'") == [(1,)]
     fix_plugins(tmp_path)  # the workers are new processes: they import the fixed file
-    assert run(study, runs, capsys)[0] == 0
+    assert run_here(study, runs, capsys)[0] == 0
     assert failures(runs) == [] and query(runs, "SELECT COUNT(*) FROM evals WHERE sampler = 'raising'") == [(1,)]
 
 

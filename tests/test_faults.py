@@ -14,49 +14,45 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline import (
+from test_pipeline import Killed
+
+import ablate
+from ablate.interfaces import KINDS
+from ablate.study import load_study
+from studies import (
     DATA,
-    RESUME_BODY,
-    Killed,
     assert_no_duplicates,
     counts,
-    gmm_study,
+    gmm,
     losses,
     metric_values,
     name_of,
+    plugin,
     query,
+    run,
+    run_process,
+    write_study,
 )
-
-import ablate
-from ablate import cli
-from ablate.study import load_study
 
 
 def ablate_run(study: Path, runs: Path, *flags: str, fault: str = "", file_size: int | None = None,
                wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    """`python -m ablate.cli run STUDY --runs-dir RUNS FLAGS` in a fresh process, one thread.
-    fault: $ABLATE_FAULT for tests/data/faults/sitecustomize.py; file_size: RLIMIT_FSIZE in bytes
-    (the kernel then fails every write past it, like a full disk)."""
-    env = {**os.environ, "ABLATE_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    if fault:
-        env["PYTHONPATH"] = os.pathsep.join([str(DATA / "faults"), env.get("PYTHONPATH", "")])
-        env["ABLATE_FAULT"] = fault
+    """`ablate run` in a fresh process (studies.run_process). fault: $ABLATE_FAULT for
+    tests/data/faults/sitecustomize.py; file_size: RLIMIT_FSIZE in bytes (the kernel then fails every write
+    past it, like a full disk)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(DATA / "faults"), os.environ.get("PYTHONPATH", "")]),
+           "ABLATE_FAULT": fault} if fault else {}
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a dead process
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
 
-    args = [sys.executable, "-m", "ablate.cli", "run", str(study), "--runs-dir", str(runs), *flags]
-    if not wait:
-        return subprocess.Popen(args, env=env, cwd=study.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(args, env=env, cwd=study.parent, capture_output=True, text=True, timeout=300,
-                          preexec_fn=limit if file_size else None)
+    return run_process(study, runs, *flags, env=env, wait=wait, **({"preexec_fn": limit} if file_size else {}))
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *phrases: str) -> str:
@@ -75,8 +71,8 @@ def sha256(path: Path) -> str:
 
 # --- provenance: results of changed plugin code are never reused silently ---------------------------
 
-SAMPLER_FILE = '''
-from ablate import Sampler, hookimpl
+SAMPLER_FILE = plugin('''
+from ablate import Sampler
 
 SCALE = {scale}
 
@@ -94,36 +90,24 @@ class Shrunk(Sampler):
 
     def nfe(self, diffusion, t_start):
         return 1
-
-
-@hookimpl
-def ablate_samplers():
-    return [Shrunk]
-'''
-
-PROVENANCE_BODY = """
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "shrunk"
-"""
-
+''', ablate_samplers=["Shrunk"])
 
 def test_an_edited_sampler_file_stops_the_rerun_until_recompute_stale(tmp_path):
     plugin = tmp_path / "shrunk.py"
     plugin.write_text(SAMPLER_FILE.format(scale=1.0))
-    study = gmm_study(tmp_path / "study.toml", name="provenance", steps=100, samples=200,
-                      head=f"plugins = ['{plugin}']\n", body=PROVENANCE_BODY)
+    study = write_study(tmp_path, base=gmm("provenance", 100, samples=200), plugins=[str(plugin)],
+                        sampler=[{"name": "ancestral"}, {"name": "shrunk"}])
     runs = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     (key,) = [k for (k,) in query(runs, "SELECT key FROM cells")]
     first = {(name_of(s), k): v for _, s, _, k, v, *_ in metric_values(runs)}
     recorded = json.loads(query(runs, "SELECT plugins FROM evals WHERE sampler='shrunk' AND metric LIKE 'gmm_fit%'")[0][0])
     assert recorded == {"sampler/shrunk": f"{plugin} sha256:{sha256(plugin)}", "metric/gmm_fit": recorded["metric/gmm_fit"]}
     assert recorded["metric/gmm_fit"] == f"built-in (ablate {ablate.__version__})"
     cell_plugins = json.loads(query(runs, "SELECT plugins FROM cells")[0][0])
-    assert set(cell_plugins) == {"dataset/gmm2d", "model/mlp", "schedule/linear", "target/epsilon", "weighting/simple"}
+    (cell,) = load_study(study).cells
+    assert set(cell_plugins) == {f"{k.name}/{cell.config[k.section]['name']}" for k in KINDS.values() if k.cell}
+    assert {"model/mlp", "target/epsilon"} <= set(cell_plugins)
     before = (counts(runs), metric_values(runs), query(runs, "SELECT * FROM evals ORDER BY 1, 2, 3"))
 
     plugin.write_text(SAMPLER_FILE.format(scale=0.5))
@@ -155,8 +139,8 @@ def test_an_edited_sampler_file_stops_the_rerun_until_recompute_stale(tmp_path):
                                "metric/x0_error_by_t", "executor/local"}
 
 
-WEIGHTING_FILE = '''
-from ablate import Weighting, hookimpl
+WEIGHTING_FILE = plugin('''
+from ablate import Weighting
 
 
 class Flat(Weighting):
@@ -166,21 +150,16 @@ class Flat(Weighting):
 
     def weights(self, diffusion, target, t):
         return diffusion.betas.new_full(t.shape, 1.0).to(t.device)
-
-
-@hookimpl
-def ablate_weightings():
-    return [Flat]
-'''
+''', ablate_weightings=["Flat"])
 
 
 def test_an_edited_training_plugin_makes_the_cell_stale_and_recompute_trains_it_again(tmp_path, capsys):
     plugin = tmp_path / "flat.py"
     plugin.write_text(WEIGHTING_FILE.format(w="one"))
-    study = gmm_study(tmp_path / "study.toml", name="stale_cell", steps=60, checkpoint_every=30, samples=100,
-                      head=f"plugins = ['{plugin}']\n", body=RESUME_BODY + '\n[weighting]\nname = "flat"\n')
+    study = write_study(tmp_path, base=gmm("stale_cell", 60, checkpoint_every=30, samples=100), plugins=[str(plugin)],
+                        weighting={"name": "flat"})
     runs = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0
+    assert run(study, runs) == 0
     (key,) = [k for (k,) in query(runs, "SELECT key FROM cells")]
     ckpt = runs / key / "checkpoint.pt"
     mtime = ckpt.stat().st_mtime_ns
@@ -188,24 +167,23 @@ def test_an_edited_training_plugin_makes_the_cell_stale_and_recompute_trains_it_
     capsys.readouterr()
 
     plugin.write_text(WEIGHTING_FILE.format(w="one, edited"))  # a new hash (this process keeps the old module)
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 2
+    assert run(study, runs) == 2
     err = capsys.readouterr().err
     assert f"cell default seed 0 ({key}): weighting/flat was {plugin} sha256:" in err and "--recompute-stale" in err
     assert ckpt.stat().st_mtime_ns == mtime and counts(runs) == rows
 
-    assert cli.main(["run", str(study), "--runs-dir", str(runs), "--recompute-stale"]) == 0
+    assert run(study, runs, "--recompute-stale") == 0
     assert ckpt.stat().st_mtime_ns != mtime  # trained again from step 0
     assert counts(runs) == rows and query(runs, "SELECT status, step FROM cells") == [("done", 60)]
     assert json.loads(query(runs, "SELECT plugins FROM cells")[0][0])["weighting/flat"] == f"{plugin} sha256:{sha256(plugin)}"
     assert_no_duplicates(runs)
-    assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 0  # now current: nothing stale
+    assert run(study, runs) == 0  # now current: nothing stale
     assert "already done" in capsys.readouterr().out
 
 
 def test_bookkeeping_settings_reuse_the_cell(tmp_path):
     """checkpoint_every and log_every cannot change the model: changing them trains nothing again."""
-    study = gmm_study(tmp_path / "study.toml", name="bookkeeping", steps=60, checkpoint_every=30, samples=100,
-                      body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("bookkeeping", 60, checkpoint_every=30, samples=100))
     keys = {c.key for c in load_study(study).cells}
     assert keys == {c.key for c in load_study(study, overrides=["train.checkpoint_every=7", "train.log_every=3"]).cells}
     assert keys.isdisjoint({c.key for c in load_study(study, overrides=["train.steps=61"]).cells})
@@ -220,8 +198,7 @@ def test_bookkeeping_settings_reuse_the_cell(tmp_path):
 
 @pytest.mark.parametrize("table", ["losses", "metrics"])
 def test_sigkill_inside_a_store_write_leaves_no_half_written_rows(tmp_path, table):
-    study = gmm_study(tmp_path / "study.toml", name="store_kill", steps=200, checkpoint_every=50, samples=200,
-                      body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("store_kill", 200, checkpoint_every=50, samples=200))
     runs = tmp_path / "runs"
     killed = ablate_run(study, runs, fault=f"kill:{table}:2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -255,8 +232,7 @@ class Evil:
 def test_a_damaged_checkpoint_is_detected_and_the_cell_trains_again(tmp_path, monkeypatch, damage):
     import ablate.train
 
-    study = gmm_study(tmp_path / "study.toml", name="damaged", steps=200, checkpoint_every=100, samples=100,
-                      body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("damaged", 200, checkpoint_every=100, samples=100))
     runs = tmp_path / "runs"
     original = ablate.train.save_atomic
 
@@ -292,9 +268,8 @@ def test_a_damaged_checkpoint_is_detected_and_the_cell_trains_again(tmp_path, mo
 # --- NaN loss, two runs at once ------------------------------------------------------------------------
 
 def test_a_nan_loss_fails_its_cell_with_the_reason_and_the_others_finish(tmp_path):
-    body = RESUME_BODY + '\n[grid]\nweighting = [{ name = "simple" }, { name = "nan_weights" }]\n'
-    study = gmm_study(tmp_path / "study.toml", name="nan", steps=50, samples=100, body=body,
-                      head=f"plugins = ['{DATA / 'nan_weighting.py'}']\n")
+    study = write_study(tmp_path, base=gmm("nan", 50, samples=100), plugins=[str(DATA / "nan_weighting.py")],
+                        grid={"weighting": [{"name": "simple"}, {"name": "nan_weights"}]})
     runs = tmp_path / "runs"
     proc = ablate_run(study, runs)
     assert proc.returncode == 0, proc.stderr
@@ -308,7 +283,7 @@ def test_a_nan_loss_fails_its_cell_with_the_reason_and_the_others_finish(tmp_pat
 
 
 def test_a_second_run_on_one_runs_dir_fails_clearly(tmp_path, capsys):
-    study = gmm_study(tmp_path / "study.toml", name="busy", steps=100_000, checkpoint_every=100_000, body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("busy", 100_000, checkpoint_every=100_000))
     runs = tmp_path / "runs"
     first = ablate_run(study, runs, wait=False)
     try:
@@ -316,7 +291,7 @@ def test_a_second_run_on_one_runs_dir_fails_clearly(tmp_path, capsys):
         while first.poll() is None and time.monotonic() < deadline and not (runs / "ablate.db").exists():
             time.sleep(0.05)
         assert first.poll() is None, first.communicate()
-        assert cli.main(["run", str(study), "--runs-dir", str(runs)]) == 2
+        assert run(study, runs) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: another `ablate run` is using") and len(err.splitlines()) == 1
         assert first.poll() is None  # the first run goes on
@@ -328,7 +303,7 @@ def test_a_second_run_on_one_runs_dir_fails_clearly(tmp_path, capsys):
 # --- an unwritable runs dir and a full disk: one line, exit 2, nothing stored lost --------------------
 
 def test_a_runs_dir_that_is_a_file_is_one_clear_error(tmp_path):
-    study = gmm_study(tmp_path / "study.toml", name="file_runs", steps=10, body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("file_runs", 10))
     (tmp_path / "runs").write_text("not a directory")
     one_line_error(ablate_run(study, tmp_path / "runs"), "is a file, not a directory")
     assert (tmp_path / "runs").read_text() == "not a directory"
@@ -336,7 +311,7 @@ def test_a_runs_dir_that_is_a_file_is_one_clear_error(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions (see the runs-dir-is-a-file test)")
 def test_an_unwritable_runs_dir_is_one_clear_error_and_keeps_the_store(tmp_path):
-    study = gmm_study(tmp_path / "study.toml", name="readonly", steps=30, samples=100, body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("readonly", 30, samples=100))
     runs = tmp_path / "runs"
     ablate.run_study(study, runs_dir=runs, progress=False)
     before = (counts(runs), metric_values(runs))
@@ -356,8 +331,7 @@ def test_a_full_disk_is_one_clear_error_and_the_rerun_finishes(tmp_path, fault):
     """SQLite's ENOSPC ('database or disk is full') on the second metric write, or the kernel failing
     a checkpoint write (RLIMIT_FSIZE, with a model whose checkpoint is larger than the limit)."""
     hidden = 256 if fault == "checkpoint too large" else 32
-    study = gmm_study(tmp_path / "study.toml", name="full", steps=100, hidden=hidden, checkpoint_every=50,
-                      samples=200, body=RESUME_BODY)
+    study = write_study(tmp_path, base=gmm("full", 100, hidden=hidden, checkpoint_every=50, samples=200))
     runs = tmp_path / "runs"
     if fault == "store full":
         proc = ablate_run(study, runs, fault="full:metrics:2")

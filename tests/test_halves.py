@@ -17,11 +17,13 @@ import torch
 import ablate
 from ablate import Data, DataSpec
 from ablate.cli import main
+from ablate.datatypes import half_indices
 from ablate.evaluate import as_saved
 from ablate.halves import HALVES, SAMPLES, nearest, pair_arm, samples_path
-from ablate.interfaces import Dataset, half_indices
+from ablate.interfaces import Dataset
 from ablate.report import write_reports
 from ablate.study import load_study
+from studies import TINY, merged, plugin, write_study
 
 
 def rows(x: torch.Tensor, y: torch.Tensor | None = None) -> Counter:
@@ -68,9 +70,9 @@ def test_pair_arm_drops_the_train_half_part():
     assert pair_arm("train_half=a") == "default"
 
 
-CONSTANT = '''
+CONSTANT = plugin('''
 import torch
-from ablate import Data, Dataset, DataSpec, hookimpl
+from ablate import Data, Dataset, DataSpec
 
 class Constant(Dataset):
     """48 copies of one 2-D point, and a held-out split around it: both halves hold the same data."""
@@ -79,60 +81,15 @@ class Constant(Dataset):
         gen = torch.Generator().manual_seed(0)
         return Data(torch.tensor([[0.4, -0.3]]).repeat(48, 1), torch.randn(16, 2, generator=gen) * 0.1,
                     DataSpec(self.name, (2,)))
+''', ablate_datasets=["Constant"])
 
-@hookimpl
-def ablate_datasets():
-    return [Constant]
-'''
-
-STUDY = '''
-plugins = ["constant.py"]
-
-[study]
-name = "halves_test"
-seeds = [0]
-
-[data]
-name = "digits"
-
-[model]
-name = "empirical_oracle"
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 5
-batch_size = 16
-device = "cpu"
-
-[eval]
-batch_size = 64
-grid_samples = 8
-
-[grid]
-"data.train_half" = ["a", "b"]
-
-[[arm]]
-data = { name = "digits" }
-model = { name = "empirical_oracle" }
-
-[[arm]]
-data = { name = "gmm2d", n_train = 200, n_test = 100 }
-model = { name = "gmm_oracle" }
-
-[[arm]]
-data = { name = "constant" }
-model = { name = "mlp", hidden = 16, depth = 1 }
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "nearest_neighbour"
-num_samples = 64
-'''
+HALVES_STUDY = merged(TINY, {"study": {"name": "halves_test"}, "data": {"name": "digits"}, "model": {"name": "empirical_oracle"},
+                              "train": {"warmup": None, "device": "cpu"}, "eval": {"batch_size": 64, "grid_samples": 8},
+                              "grid": {"data.train_half": ["a", "b"]},
+                              "arm": [{"data": {"name": "digits"}, "model": {"name": "empirical_oracle"}},
+                                      {"data": {"name": "gmm2d", "n_train": 200, "n_test": 100}, "model": {"name": "gmm_oracle"}},
+                                      {"data": {"name": "constant"}, "model": {"name": "mlp", "hidden": 16, "depth": 1}}],
+                              "metric": [{"name": "nearest_neighbour", "num_samples": 64}]})
 
 ARMS = {"digits": "digits + empirical_oracle", "gmm2d": "gmm2d(n_train=200, n_test=100) + gmm_oracle",
         "constant": "constant + mlp(hidden=16, depth=1)"}
@@ -142,8 +99,7 @@ ARMS = {"digits": "digits + empirical_oracle", "gmm2d": "gmm2d(n_train=200, n_te
 def run(tmp_path_factory):
     """The study run once (local executor, in process), its report written."""
     root = tmp_path_factory.mktemp("halves")
-    (root / "constant.py").write_text(CONSTANT)
-    (root / "study.toml").write_text(STUDY)
+    write_study(root, base=HALVES_STUDY, plugin_files={"constant.py": CONSTANT})
     ablate.run_study(root / "study.toml", runs_dir=root / "runs", progress=False)
     write_reports([str(root / "study.toml")], runs_dir=root / "runs", out_dir=root / "reports")
     study = load_study(root / "study.toml")
@@ -225,8 +181,7 @@ def test_rerun_adds_nothing_and_merge_carries_the_rows(run, tmp_path, capsys):
 def test_workers_store_the_same_rows(run, tmp_path):
     """With cells in worker processes, the driver pairs them once both are merged back."""
     root, study = run
-    workers = tmp_path / "study.toml"
-    workers.write_text(STUDY.replace('plugins = ["constant.py"]', "") + '\n[executor]\nname = "local"\nworkers = 2\n')
+    workers = write_study(tmp_path, base=HALVES_STUDY, executor={"name": "local", "workers": 2})
     gmm = 'arm = [{ data = { name = "gmm2d", n_train = 200, n_test = 100 }, model = { name = "gmm_oracle" } }]'
     ablate.run_study(workers, overrides=[gmm], runs_dir=tmp_path / "runs", progress=False)
     expected = {k: v for k, v in values(root / "runs", study).items() if k[0] == ARMS["gmm2d"]}

@@ -12,42 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from ablate import cli
 from ablate.errors import StudyNote
 from ablate.study import Study, load_study
+from studies import run, study_text
 
-BASE = """
-[study]
-name = "merge_rule"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_modes = 3
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-
-[schedule]
-name = "linear"
-T = 200
-
-[train]
-steps = 2
-batch_size = 32
-warmup = 1
-
-[eval]
-grid_samples = 0
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-"""
+BASE = study_text(study={"name": "merge_rule"}, data={"n_modes": 3}, model={"depth": 2}, schedule={"T": 200},
+                  train={"steps": 2, "batch_size": 32}, sampler=None)  # the text each test appends its axes to
 
 
 def load(tmp_path: Path, axes: str, base: str = BASE) -> tuple[Study, list[str]]:
@@ -137,7 +107,7 @@ def test_dotted_params_land_on_whichever_table_the_cell_has(tmp_path):
 def test_the_note_is_printed_once_at_load_before_training(tmp_path, capsys):
     path = tmp_path / "study.toml"
     path.write_text(BASE + '[grid]\nschedule = [{ name = "linear" }, { name = "cosine" }]\n')
-    assert cli.main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert run(path, tmp_path / "runs") == 0
     out, err = capsys.readouterr()
     assert err.count("note:") == 1 and err.startswith(f"note: {path}: grid.schedule[1]: schedule 'cosine'"), err
     with closing(sqlite3.connect(tmp_path / "runs" / "ablate.db")) as db:

@@ -11,34 +11,11 @@ from ablate.cell import Parts
 from ablate.store import Store
 from ablate.study import load_study
 from ablate.train import train_cell
+from studies import write_study
 
-STUDY = """
-[study]
-name = "pinned"
-
-[data]
-name = "gmm2d"
-n_train = 64
-n_test = 16
-
-[model]
-name = "mlp"
-hidden = 8
-depth = 1
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 3
-batch_size = 16
-lr = 0.05
-warmup = 0
-ema = {ema}
-device = "cpu"
-checkpoint_every = 1
-"""
+PINNED = {"study": {"name": "pinned"}, "data": {"name": "gmm2d", "n_train": 64, "n_test": 16},
+          "model": {"name": "mlp", "hidden": 8, "depth": 1}, "schedule": {"name": "linear", "T": 50},
+          "train": {"steps": 3, "batch_size": 16, "lr": 0.05, "warmup": 0, "device": "cpu", "checkpoint_every": 1}}
 
 
 @pytest.mark.parametrize("ema", [0.999, 0.15])
@@ -46,8 +23,7 @@ def test_ema_update_rule_with_warm_up(tmp_path, ema):
     """ema_p <- d_n ema_p + (1 - d_n) p after each step, d_n = min(ema, (1 + n) / (10 + n)), n = steps done
     before the update, starting from the initial weights. ema = 0.999 is all warm-up (d = 0.1, 0.18, 0.25);
     ema = 0.15 caps the second and third updates at 0.15."""
-    (tmp_path / "s.toml").write_text(STUDY.format(ema=ema))
-    study = load_study(tmp_path / "s.toml")
+    study = load_study(write_study(tmp_path, "s.toml", base=PINNED, train={"ema": ema}))
     (cell,) = study.cells
     parts = Parts.from_config(study.registry, cell.config)
     data = study.registry.from_table("dataset", cell.config["data"]).load()

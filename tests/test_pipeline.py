@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -22,137 +19,46 @@ import pytest
 import torch
 
 import ablate
-from ablate import cli
 from ablate.store import REAL_DATA, REFERENCE_ROWS
 from ablate.study import load_study
+from studies import (
+    DATA,
+    GMM_KEYS,
+    X0_KEYS,
+    assert_no_duplicates,
+    counts,
+    execute,
+    gmm,
+    losses,
+    metric_values,
+    name_of,
+    query,
+    run,
+    run_process,
+    write_study,
+)
 
-DATA = Path(__file__).parent / "data"
-
-# T = 100: the linear schedule scales its ends by 1000/T (beta 1e-3 -> 0.2), so x_T is still noise: abar_T ~ 4e-5.
-GMM_BASE = """
-[study]
-name = "{name}"
-question = "a tiny gmm2d study for the tests"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 2000
-n_test = 500
-
-[model]
-name = "mlp"
-hidden = {hidden}
-depth = 2
-
-[schedule]
-name = "linear"
-T = 100
-
-[train]
-steps = {steps}
-batch_size = 128
-lr = 3e-3
-warmup = 10
-ema = 0.9
-checkpoint_every = {checkpoint_every}
-log_every = 10
-
-[eval]
-batch_size = 500
-grid_samples = 16
-"""
-
-GMM_METRICS = """
-[[metric]]
-name = "gmm_fit"
-num_samples = {n}
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 200
-timesteps = [0, 10, 50, 99]
-"""
-
-GMM_KEYS = ["max_weight_error", "modes_covered", "nll", "off_mode_fraction", "std_ratio", "sw2"]
-X0_KEYS = ["mean", "t=0", "t=10", "t=50", "t=99"]
 REAL = REAL_DATA  # the real-data floor: real images scored like samples
 
 
-def gmm_study(path: Path, name: str = "tiny_gmm", steps: int = 200, hidden: int = 32, checkpoint_every: int = 50,
-              head: str = "", body: str = "", samples: int = 500) -> Path:
-    """The gmm2d study: `head` goes before the first table (top-level keys), `body` after [eval]."""
-    text = GMM_BASE.format(name=name, steps=steps, hidden=hidden, checkpoint_every=checkpoint_every)
-    path.write_text(head + text + body + GMM_METRICS.format(n=samples))
-    return path
-
-
-def query(runs: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    with closing(sqlite3.connect(runs / "ablate.db")) as db:
-        return db.execute(sql, params).fetchall()
-
-
-def execute(runs: Path, sql: str, params: tuple = ()) -> None:
-    with closing(sqlite3.connect(runs / "ablate.db")) as db, db:
-        db.execute(sql, params)
-
-
-def counts(runs: Path) -> dict[str, int]:
-    return {table: query(runs, f"SELECT COUNT(*) FROM {table}")[0][0] for table in ("cells", "losses", "evals", "metrics")}
-
-
-def losses(runs: Path) -> list[tuple]:
-    return query(runs, "SELECT cell, step, loss FROM losses ORDER BY cell, step")
-
-
-def metric_values(runs: Path) -> list[tuple]:
-    return query(runs, "SELECT cell, sampler, metric, key, value, num_samples, nfe FROM metrics ORDER BY 1, 2, 3, 4")
-
-
-def assert_no_duplicates(runs: Path) -> None:
-    assert query(runs, "SELECT cell, sampler, metric, key, COUNT(*) FROM metrics GROUP BY 1, 2, 3, 4 HAVING COUNT(*) > 1") == []
-    assert query(runs, "SELECT cell, step, COUNT(*) FROM losses GROUP BY 1, 2 HAVING COUNT(*) > 1") == []
-    assert query(runs, "SELECT cell, sampler, metric, COUNT(*) FROM evals GROUP BY 1, 2, 3 HAVING COUNT(*) > 1") == []
-
-
-def name_of(label: str) -> str:
-    """'one_step(jump_at=99)' -> 'one_step'."""
-    return label if label == REAL_DATA else label.split("(")[0]
-
-
 def cli_process(study: Path, runs: Path, log: Path) -> subprocess.Popen:
-    """`python -m ablate.cli run STUDY --runs-dir RUNS`, one thread like the tests (bitwise comparable)."""
-    env = {**os.environ, "ABLATE_LOAD_PLUGINS": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    """`python -m ablate.cli run STUDY --runs-dir RUNS` in a fresh process writing to `log`."""
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-m", "ablate.cli", "run", str(study), "--runs-dir", str(runs)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=study.parent)
+        return run_process(study, runs, wait=False, stdout=out, stderr=subprocess.STDOUT)
 
 
 # --- a gmm2d + mlp study: 2 cells (targets) x 2 samplers x 3 metrics -------------------------------
 
-GMM_GRID = """
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "one_step"
-jump_at = 99
-
-[[metric]]
-name = "fid"
-features = "raw"
-num_samples = 500
-"""
+GRID = {"grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+        "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 99}],
+        "metric": [{"name": "fid", "features": "raw", "num_samples": 500}, *gmm()["metric"]]}
 
 
 @pytest.fixture(scope="module")
 def gmm_run(tmp_path_factory):
     """The gmm study run once through the Python API (shared by the tests that only read it)."""
     root = tmp_path_factory.mktemp("gmm")
-    study = gmm_study(root / "study.toml", body=GMM_GRID)
+    study = write_study(root, base=gmm(), **GRID)
     frame = ablate.run_study(study, runs_dir=root / "runs", progress=False)
     return study, root / "runs", frame
 
@@ -201,7 +107,7 @@ def test_cli_run_gives_identical_results(gmm_run, tmp_path, capsys):
     """Same config and seed, another runs dir, through the CLI: bitwise the same losses and metrics."""
     study, runs, _ = gmm_run
     other = tmp_path / "runs"
-    assert cli.main(["run", str(study), "--runs-dir", str(other)]) == 0
+    assert run(study, other) == 0
     out = capsys.readouterr().out
     assert "study tiny_gmm: 2 cells x 2 samplers x 3 metrics" in out and "done in" in out
     assert losses(other) == losses(runs)
@@ -235,52 +141,12 @@ def test_rerun_adds_nothing_and_retrains_nothing(gmm_run):
 
 # --- digits + a tiny UNet, FID on the features of a cached classifier ---------------------------
 
-DIGITS = """
-[study]
-name = "tiny_digits"
-seeds = [0]
-
-[data]
-name = "digits"
-
-[model]
-name = "unet"
-ch = 8
-ch_mult = [1, 2]
-num_res_blocks = 1
-attn_resolutions = [4]
-dropout = 0.0
-
-[schedule]
-name = "linear"
-T = 20
-beta_end = 0.015  # x 1000/T = 0.3
-
-[train]
-steps = 20
-batch_size = 32
-lr = 1e-3
-warmup = 5
-checkpoint_every = 10
-log_every = 5
-
-[eval]
-batch_size = 100
-grid_samples = 8
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "fid"
-features = "classifier"
-num_samples = 100
-
-[[metric]]
-name = "fid"
-features = "classifier"
-num_samples = 50
-"""
+DIGITS = {"study": {"name": "tiny_digits"}, "data": {"name": "digits"},
+          "model": {"name": "unet", "ch": 8, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4], "dropout": 0.0},
+          "schedule": {"T": 20, "beta_end": 0.015},  # x 1000/T = 0.3
+          "train": {"steps": 20, "batch_size": 32, "lr": 1e-3, "warmup": 5, "checkpoint_every": 10, "log_every": 5},
+          "eval": {"batch_size": 100, "grid_samples": 8},
+          "metric": [{"name": "fid", "features": "classifier", "num_samples": n} for n in (100, 50)]}
 
 
 def test_digits_unet_end_to_end(tmp_path, monkeypatch):
@@ -295,8 +161,7 @@ def test_digits_unet_end_to_end(tmp_path, monkeypatch):
         return original(data, cache_dir, *args, **kwargs)
 
     monkeypatch.setattr(features, "trained_classifier", spy)
-    (tmp_path / "digits.toml").write_text(DIGITS)
-    frame = ablate.run_study(tmp_path / "digits.toml", runs_dir=runs, progress=False)
+    frame = ablate.run_study(write_study(tmp_path, "digits.toml", **DIGITS), runs_dir=runs, progress=False)
 
     # each FID for the samples, for held-out images (the floor) and for every rung of the calibration ladder
     assert sorted(zip(frame.sampler, frame.metric, frame.key, strict=True)) == sorted(
@@ -321,16 +186,9 @@ def test_digits_unet_end_to_end(tmp_path, monkeypatch):
 
 # --- SIGKILL in training: resume from the checkpoint, exactly ---------------------------------------
 
-RESUME_BODY = """
-[[sampler]]
-name = "ancestral"
-"""
-
-
 def test_resume_after_sigkill_in_training(tmp_path):
     steps = 1000
-    study = gmm_study(tmp_path / "study.toml", name="resume", steps=steps, hidden=64, checkpoint_every=100,
-                      body=RESUME_BODY, samples=200)
+    study = write_study(tmp_path, base=gmm("resume", steps, hidden=64, checkpoint_every=100, samples=200))
     runs = tmp_path / "runs"
     proc = cli_process(study, runs, tmp_path / "killed.log")
     try:
@@ -392,7 +250,7 @@ def test_a_kill_between_the_checkpoint_writes_loses_no_loss(tmp_path, monkeypatc
     import ablate.store
     import ablate.train
 
-    study = gmm_study(tmp_path / "study.toml", name="writes", steps=300, checkpoint_every=100, body=RESUME_BODY, samples=50)
+    study = write_study(tmp_path, base=gmm("writes", 300, checkpoint_every=100, samples=50))
     clean = tmp_path / "clean"
     ablate.run_study(study, runs_dir=clean, progress=False)
 
@@ -425,20 +283,9 @@ def test_a_kill_between_the_checkpoint_writes_loses_no_loss(tmp_path, monkeypatc
 
 def test_resume_after_sigkill_in_evaluation(tmp_path):
     marker = tmp_path / "killed.marker"
-    body = f"""
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "kill_once"
-marker = '{marker}'
-
-[[sampler]]
-name = "one_step"
-jump_at = 50
-"""
-    study = gmm_study(tmp_path / "study.toml", name="eval_kill", steps=100, samples=200,
-                      head=f"plugins = ['{DATA / 'kill_once_sampler.py'}']\n", body=body)
+    samplers = [{"name": "ancestral"}, {"name": "kill_once", "marker": str(marker)}, {"name": "one_step", "jump_at": 50}]
+    study = write_study(tmp_path, base=gmm("eval_kill", 100, samples=200), plugins=[str(DATA / "kill_once_sampler.py")],
+                        sampler=samplers)
     runs = tmp_path / "runs"
     proc = cli_process(study, runs, tmp_path / "killed.log")
     try:
@@ -480,7 +327,7 @@ jump_at = 50
 
 def test_cell_keys_follow_the_config(tmp_path):
     """The run directory names are the hashes of the resolved configs: a changed value is a new cell."""
-    study = gmm_study(tmp_path / "study.toml", body=GMM_GRID)
+    study = write_study(tmp_path, base=gmm(), **GRID)
     a = load_study(study)
     b = load_study(study, overrides=["train.steps=201"])
     assert [c.key for c in a.cells] == [c.key for c in load_study(study).cells]

@@ -5,7 +5,6 @@ are not, the documented lists match the base classes, and a plugin's `check` rej
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from ablate import AblateError, PluginError
 from ablate.interfaces import KINDS
 from ablate.plugins import implements
 from ablate.study import load_study
+from studies import TINY, merged, plugin, write_study
 
 DOCS = Path(__file__).parents[1] / "docs" / "writing-a-plugin.md"
 
@@ -83,8 +83,8 @@ def test_implements_sees_inherited_implementations_but_not_the_base_placeholder(
     assert not implements(type("Bare", (ablate.Sampler,), {"name": "bare"}), "sample")
 
 
-SAMPLER_WITHOUT_NFE = '''
-from ablate import Sampler, hookimpl
+SAMPLER_WITHOUT_NFE = plugin('''
+from ablate import Sampler
 
 
 class JustSample(Sampler):
@@ -96,65 +96,31 @@ class JustSample(Sampler):
         import torch
 
         return denoiser(x, torch.full((x.shape[0],), t_start, dtype=torch.long)).x0
+''', ablate_samplers=["JustSample"])
 
-
-@hookimpl
-def ablate_samplers():
-    return [JustSample]
-'''
-
-STUDY = """
-plugins = ["./mine.py"]
-
-[study]
-name = "contract"
-
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 100
-
-[model]
-name = "gmm_oracle"
-
-[schedule]
-name = "linear"
-T = 100
-
-[eval]
-grid_samples = 0
-batch_size = 50
-
-[[sampler]]
-name = "just_sample"
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-"""
+# the exact oracle of gmm2d (nothing to train) sampled by the plugin file's sampler
+CONTRACT = merged(TINY, {"study": {"name": "contract", "seeds": None}, "model": {"name": "gmm_oracle"}, "schedule": {"T": 100},
+                         "train": None, "eval": {"batch_size": 50}, "sampler": [{"name": "just_sample"}]})
 
 
 def test_a_sampler_without_nfe_validates_and_its_nfe_is_unknown(tmp_path):
-    (tmp_path / "mine.py").write_text(SAMPLER_WITHOUT_NFE)
-    (tmp_path / "study.toml").write_text(STUDY)
-    study = load_study(tmp_path / "study.toml")
+    study = load_study(write_study(tmp_path, base=CONTRACT, plugin_files={"mine.py": SAMPLER_WITHOUT_NFE}))
     sampler = study.registry.from_table("sampler", study.samplers[0])
     assert sampler.nfe(None, 99) is None  # type: ignore[arg-type]
 
 
 def test_a_sampler_without_nfe_runs_and_the_core_counts_its_evaluations(tmp_path, capsys):
-    (tmp_path / "mine.py").write_text(SAMPLER_WITHOUT_NFE)
-    (tmp_path / "study.toml").write_text(STUDY)
-    frame = ablate.run_study(tmp_path / "study.toml", runs_dir=tmp_path / "runs", progress=True)  # the bar has no total
+    study = write_study(tmp_path, base=CONTRACT, plugin_files={"mine.py": SAMPLER_WITHOUT_NFE})
+    frame = ablate.run_study(study, runs_dir=tmp_path / "runs", progress=True)  # the bar has no total
     assert "Traceback" not in capsys.readouterr().err
     rows = frame[frame.sampler == "just_sample"]
     assert len(rows) and set(rows.nfe) == {1}  # 2 batches of 50, one evaluation each
 
 
-CHECKING = '''
+CHECKING = plugin('''
 from pydantic import Field
 
-from ablate import AblateError, Metric, Sampler, hookimpl
+from ablate import AblateError, Metric, Sampler
 
 
 class Strided(Sampler):
@@ -180,39 +146,19 @@ class Picky(Metric):
     def check(self, spec):
         if spec.shape != (2,):
             raise AblateError(f"only 2-D points, not {spec.shape}")
+''', ablate_samplers=["Strided"], ablate_metrics=["Picky"])
 
 
-@hookimpl
-def ablate_samplers():
-    return [Strided]
-
-
-@hookimpl
-def ablate_metrics():
-    return [Picky]
-'''
-
-
-def checking_study(tmp_path: Path, body: str) -> Path:
-    (tmp_path / "mine.py").write_text(CHECKING)
-    path = tmp_path / "study.toml"
-    path.write_text(textwrap.dedent(STUDY).replace('name = "just_sample"', 'name = "ancestral"') + body)
-    return path
+def checking_study(tmp_path: Path, sampler: dict, metric: dict, **tables) -> Path:
+    """The contract study with ancestral and `sampler`, gmm_fit and `metric`, beside the checking plugins."""
+    return write_study(tmp_path, base=CONTRACT, plugin_files={"mine.py": CHECKING}, sampler=[{"name": "ancestral"}, sampler],
+                       metric=[*CONTRACT["metric"], metric], **tables)
 
 
 def test_plugin_checks_run_for_every_schedule_and_dataset_of_the_grid(tmp_path):
-    path = checking_study(tmp_path, """
-[[sampler]]
-name = "strided"
-stride = 20
-
-[[metric]]
-name = "picky"
-
-[grid]
-schedule = [{ name = "linear", T = 100 }, { name = "linear", T = 50 }, { name = "cosine", T = 30 }]
-data = [{ name = "gmm2d", n_train = 200, n_test = 100 }, { name = "digits" }]
-""")
+    grid = {"schedule": [{"name": "linear", "T": 100}, {"name": "linear", "T": 50}, {"name": "cosine", "T": 30}],
+            "data": [{"name": "gmm2d", "n_train": 200, "n_test": 100}, {"name": "digits"}]}
+    path = checking_study(tmp_path, {"name": "strided", "stride": 20}, {"name": "picky"}, grid=grid)
     with pytest.raises(AblateError) as info:
         load_study(path)
     lines = str(info.value).splitlines()[1:]
@@ -224,6 +170,6 @@ data = [{ name = "gmm2d", n_train = 200, n_test = 100 }, { name = "digits" }]
 
 
 def test_plugin_checks_pass_a_study_they_accept(tmp_path):
-    path = checking_study(tmp_path, '\n[[sampler]]\nname = "strided"\nstride = 25\n\n[[metric]]\nname = "picky"\n')
+    path = checking_study(tmp_path, {"name": "strided", "stride": 25}, {"name": "picky"})
     study = load_study(path)
     assert [s["name"] for s in study.samplers] == ["ancestral", "strided"]

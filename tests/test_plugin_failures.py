@@ -20,11 +20,12 @@ import ablate
 import ablate.plugins as plugins_module
 from ablate import Sampler, hookimpl
 from ablate.cli import main
+from studies import plugin, run, write_study
 
-GOOD = '''
+GOOD = plugin('''
 from pydantic import Field
 
-from ablate import Sampler, hookimpl
+from ablate import Sampler
 
 
 class Good(Sampler):
@@ -40,12 +41,7 @@ class Good(Sampler):
 
     def nfe(self, diffusion, t_start):
         return 0
-
-
-@hookimpl
-def ablate_samplers():
-    return [Good]
-'''
+''', ablate_samplers=["Good"])
 
 
 def _write(path, text):
@@ -53,33 +49,15 @@ def _write(path, text):
     return path
 
 
-def _study(tmp_path, plugins=(), samplers='[[sampler]]\nname = "ddim"\nsteps = 5\n', name="failures"):
-    listed = ", ".join(f'"./{p}"' for p in plugins)
-    return _write(tmp_path / "study.toml", f"""
-plugins = [{listed}]
-
-[study]
-name = "{name}"
-
-[data]
-name = "gmm2d"
-n_modes = 3
-
-[model]
-name = "gmm_oracle"
-
-[eval]
-grid_samples = 0
-
-{samplers}
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-""")
+def _study(tmp_path, plugins=(), samplers=({"name": "ddim", "steps": 5},), name="failures"):
+    """The exact oracle of a 3-mode gmm2d under `samplers`, with the local plugin files `plugins`."""
+    return write_study(tmp_path, base={}, plugins=[f"./{p}" for p in plugins], study={"name": name},
+                       data={"name": "gmm2d", "n_modes": 3}, model={"name": "gmm_oracle"}, eval={"grid_samples": 0},
+                       sampler=list(samplers), metric=[{"name": "gmm_fit", "num_samples": 100}])
 
 
 def _run(tmp_path, study, *extra):
-    return main(["run", str(study), "--runs-dir", str(tmp_path / "runs"), *extra])
+    return run(study, tmp_path / "runs", *extra)
 
 
 def _one_line_error(capsys) -> str:
@@ -222,22 +200,7 @@ def test_two_local_files_with_one_name(tmp_path, capsys):
 
 def test_params_rejecting_the_study_values_name_every_key_path(tmp_path, capsys):
     _write(tmp_path / "good.py", GOOD.format(name="mine"))
-    samplers = """
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "mine"
-steps = 0
-
-[[sampler]]
-name = "mine"
-stpes = 3
-
-[[sampler]]
-name = "ddim"
-eta = "lots"
-"""
+    samplers = [{"name": "ancestral"}, {"name": "mine", "steps": 0}, {"name": "mine", "stpes": 3}, {"name": "ddim", "eta": "lots"}]
     assert _run(tmp_path, _study(tmp_path, plugins=["good.py"], samplers=samplers)) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "study.toml" in err and "Traceback" not in err
@@ -249,7 +212,7 @@ eta = "lots"
 
 def test_unknown_plugin_name_in_study_suggests_the_closest(tmp_path, capsys):
     _write(tmp_path / "good.py", GOOD.format(name="my_ddim"))
-    assert _run(tmp_path, _study(tmp_path, plugins=["good.py"], samplers='[[sampler]]\nname = "my_dddim"\n')) == 2
+    assert _run(tmp_path, _study(tmp_path, plugins=["good.py"], samplers=[{"name": "my_dddim"}])) == 2
     err = capsys.readouterr().err
     assert "sampler[0].name: unknown sampler 'my_dddim'" in err and "did you mean 'my_ddim'" in err
 
@@ -359,7 +322,7 @@ PARAMETER = "parameter `steps` = 0: Input should be greater than or equal to 1"
 
 def test_local_file_with_an_invalid_default_fails_before_training(tmp_path, capsys):
     plugin = _write(tmp_path / "bad_default.py", BAD_DEFAULT.format(name="bad_default"))
-    study = _study(tmp_path, plugins=["bad_default.py"], samplers='[[sampler]]\nname = "bad_default"\nsteps = 3\n')
+    study = _study(tmp_path, plugins=["bad_default.py"], samplers=[{"name": "bad_default", "steps": 3}])
     assert _run(tmp_path, study) == 2
     err = _one_line_error(capsys)
     assert str(plugin.resolve()) in err and "sampler 'bad_default'" in err and PARAMETER in err
@@ -390,7 +353,7 @@ def test_third_party_plugin_with_an_invalid_default(monkeypatch, tmp_path, capsy
     out, err = capsys.readouterr()
     assert "  tp_ok  [tp-defaults 0.3]" in out and "tp_bad_default" not in out
     assert err == f"warning: tp-defaults 0.3: sampler 'tp_bad_default' (_BadDefault) has an invalid default: {PARAMETER}\n"
-    study = _study(tmp_path, samplers='[[sampler]]\nname = "tp_bad_default"\nsteps = 3\n')
+    study = _study(tmp_path, samplers=[{"name": "tp_bad_default", "steps": 3}])
     assert _run(tmp_path, study) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "Traceback" not in err

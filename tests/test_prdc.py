@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ablate
-from ablate.interfaces import REFERENCE, Data, DataSpec, EvalContext
+from ablate.datatypes import REFERENCE, Data, DataSpec, EvalContext
 
 MODES, DIM, PER_MODE = 8, 2, 250
 

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 import ablate
 from ablate.cli import main
+from studies import plugin
 
 # The standard plugins of DESIGN.md that live in plugins/ (ray is an optional extra, not part of the
 # built-in package; the tutorial's worked example is `my_ddim`, beside the built-in `ddim`).
@@ -24,8 +25,8 @@ STANDARD = {
     "executor": {"local"},
 }
 
-GOOD_SAMPLER = '''
-from ablate import Sampler, hookimpl
+GOOD_SAMPLER = plugin('''
+from ablate import Sampler
 
 
 class MySampler(Sampler):
@@ -38,12 +39,7 @@ class MySampler(Sampler):
 
     def nfe(self, diffusion, t_start):
         return 0
-
-
-@hookimpl
-def ablate_samplers():
-    return [MySampler]
-'''
+''', ablate_samplers=["MySampler"])
 
 
 def _write(tmp_path, filename, text):

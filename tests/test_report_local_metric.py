@@ -4,10 +4,10 @@ declarations the run recorded, and hard-codes no metric name."""
 from __future__ import annotations
 
 from ablate.cli import main
+from studies import TINY, merged, plugin, run, write_study
 
-METRIC = '''
-import torch
-from ablate import KeySpec, Metric, hookimpl
+METRIC = plugin('''
+from ablate import KeySpec, Metric
 
 
 class Radius(Metric):
@@ -20,55 +20,20 @@ class Radius(Metric):
     def evaluate(self, samples, real, ctx):
         r = samples.norm(dim=1).mean()
         return {"radius_gap": float((r - real.norm(dim=1).mean()).abs()), "radius": float(r)}
+''', ablate_metrics=["Radius"])
 
-
-@hookimpl
-def ablate_metrics():
-    return [Radius]
-'''
-
-STUDY = """
-plugins = ["radius.py"]
-
-[study]
-name = "local_metric"
-seeds = [0, 1, 2]
-
-[data]
-name = "gmm2d"
-n_train = 400
-n_test = 400
-
-[model]
-name = "gmm_oracle"
-
-[schedule]
-name = "linear"
-T = 50
-
-[eval]
-batch_size = 300
-grid_samples = 0
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "one_step"
-jump_at = 49
-
-[[metric]]
-name = "radius_gap"
-num_samples = 300
-"""
+# the exact oracle of gmm2d: nothing to train
+LOCAL = merged(TINY, {"study": {"name": "local_metric", "seeds": [0, 1, 2]}, "data": {"n_train": 400, "n_test": 400},
+                      "model": {"name": "gmm_oracle"}, "train": None, "eval": {"batch_size": 300},
+                      "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 49}],
+                      "metric": [{"name": "radius_gap", "num_samples": 300}]})
 
 
 def test_a_local_metric_reaches_the_table_the_conclusion_and_a_plot(tmp_path):
-    (tmp_path / "radius.py").write_text(METRIC)
-    (tmp_path / "study.toml").write_text(STUDY)
+    study = write_study(tmp_path, base=LOCAL, plugin_files={"radius.py": METRIC})
     runs, out = tmp_path / "runs", tmp_path / "reports"
-    assert main(["run", str(tmp_path / "study.toml"), "--runs-dir", str(runs)]) == 0
-    assert main(["report", str(tmp_path / "study.toml"), "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert run(study, runs) == 0
+    assert main(["report", str(study), "--runs-dir", str(runs), "--out", str(out)]) == 0
     text = (out / "local_metric" / "README.md").read_text()
     assert "| arm | sampler | NFE | samples | radius_gap |" in text  # the headline column
     assert "radius_gap: lower is better" in text
@@ -82,18 +47,13 @@ def test_a_local_metric_reaches_the_table_the_conclusion_and_a_plot(tmp_path):
 def test_a_companion_study_shows_beside_the_arms(tmp_path):
     """`companions` puts another study's results (e.g. the exact oracle) in this study's report as arms
     '<label> + <arm>', and in its plot against a numeric axis."""
-    oracle = STUDY.replace('plugins = ["radius.py"]\n', "").replace('name = "local_metric"', 'name = "oracle_ref"')
-    oracle = oracle.replace("[[sampler]]\nname = \"one_step\"\njump_at = 49\n", "")
-    oracle = oracle.replace('name = "radius_gap"\nnum_samples = 300', 'name = "gmm_fit"\nnum_samples = 300')
-    oracle = oracle.replace("[eval]", '[grid]\n"data.radius" = [0.5, 1.0]\n\n[eval]')
-    main_study = oracle.replace('name = "oracle_ref"', 'name = "with_ref"\ncompanions = { ref = "oracle_ref" }')
-    main_study = main_study.replace('name = "gmm_oracle"', 'name = "mlp"\nhidden = 8\n\n[train]\nsteps = 30\n'
-                                    'batch_size = 64\ncheckpoint_every = 30')
-    (tmp_path / "ref.toml").write_text(oracle)
-    (tmp_path / "main.toml").write_text(main_study)
+    oracle = merged(LOCAL, {"study": {"name": "oracle_ref"}, "grid": {"data.radius": [0.5, 1.0]},
+                            "sampler": [{"name": "ancestral"}], "metric": [{"name": "gmm_fit", "num_samples": 300}]})
+    trained = merged(oracle, {"study": {"name": "with_ref", "companions": {"ref": "oracle_ref"}}, "model": {"name": "mlp", "hidden": 8},
+                              "train": {"steps": 30, "batch_size": 64, "checkpoint_every": 30}})
     runs, out = tmp_path / "runs", tmp_path / "reports"
-    for study in ("ref.toml", "main.toml"):
-        assert main(["run", str(tmp_path / study), "--runs-dir", str(runs)]) == 0
+    for file, study in (("ref.toml", oracle), ("main.toml", trained)):
+        assert run(write_study(tmp_path, file, base=study), runs) == 0
     assert main(["report", str(tmp_path / "main.toml"), "--runs-dir", str(runs), "--out", str(out)]) == 0
     text = (out / "with_ref" / "README.md").read_text()
     assert "| ref + radius=0.5 | ancestral |" in text and "| ref + radius=1.0 | ancestral |" in text

@@ -9,47 +9,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from studies import TINY, merged, write_study
+
 ROOT = Path(__file__).resolve().parents[1]
 # A tiny stand-in for the quick start's study: the name of a committed report and the demo's profile, seconds
 # to run (the real quick profile takes minutes), so the report it writes sits beside committed ones.
-TINY_STUDY = """
-[study]
-name = "eps_vs_x0"
-seeds = [0, 1]
-[data]
-name = "gmm2d"
-n_train = 1000
-n_test = 200
-[model]
-name = "mlp"
-hidden = 16
-depth = 2
-[schedule]
-name = "linear"
-T = 50
-[train]
-steps = 20
-batch_size = 64
-checkpoint_every = 20
-log_every = 10
-[eval]
-grid_samples = 16
-[[arm]]
-target = { name = "epsilon" }
-[[arm]]
-target = { name = "x0" }
-[[sampler]]
-name = "ancestral"
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 50
-timesteps = [0, 49]
-[profiles.quick]
-"train.lr" = 1e-3
-"""
+QUICK_START = merged(TINY, {"study": {"name": "eps_vs_x0", "seeds": [0, 1]}, "data": {"n_train": 1000, "n_test": 200},
+                            "model": {"depth": 2},
+                            "train": {"steps": 20, "batch_size": 64, "warmup": None, "checkpoint_every": 20, "log_every": 10},
+                            "eval": {"grid_samples": 16}, "arm": [{"target": {"name": "epsilon"}}, {"target": {"name": "x0"}}],
+                            "metric": [{"name": "gmm_fit", "num_samples": 100},
+                                       {"name": "x0_error_by_t", "num_samples": 50, "timesteps": [0, 49]}],
+                            "profiles": {"quick": {"train.lr": 1e-3}}})
 
 
 def _fresh_copy(dest: Path) -> None:
@@ -72,8 +43,7 @@ def test_quick_start_keeps_every_other_committed_report(tmp_path):
     committed = [json.loads(v) for k, v in before.items() if k.endswith("report.json")]
     assert ("eps_vs_x0", "cpu") in {(e["study"], e["profile"]) for e in committed}  # the committed evidence
 
-    study = tmp_path / "tiny.toml"
-    study.write_text(TINY_STUDY)
+    study = write_study(tmp_path, "tiny.toml", base=QUICK_START)
     ablate = [sys.executable, "-m", "ablate.cli"]
     runs = tmp_path / "runs"
     for command in (["run", str(study), "--profile", "quick"], ["report", str(study), "--out", str(reports)]):

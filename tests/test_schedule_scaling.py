@@ -12,6 +12,7 @@ import torch
 from ablate.errors import StudyError
 from ablate.plugins import load_registry
 from ablate.study import load_study
+from studies import write_study
 
 
 @pytest.fixture(scope="module")
@@ -42,35 +43,17 @@ def test_linear_scales_both_ends_and_keeps_the_unscaled_form(registry):
     assert float(plain.alpha_bars[-1]) == pytest.approx(0.13, abs=0.01)  # the value issue 17 reports
 
 
-STUDY = """
-[study]
-name = "noise"
-
-[data]
-name = "gmm2d"
-
-[model]
-name = "mlp"
-
-[schedule]
-name = "linear"
-{schedule}
-"""
-
-
 def test_a_schedule_short_of_noise_is_warned_about(tmp_path):
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(schedule="T = 200\nscale_with_T = false"))
+    path = write_study(tmp_path, study={"name": "noise"}, schedule={"T": 200, "scale_with_T": False})
     with pytest.warns(UserWarning, match=r"abar_T = 0\.13.*scale_with_T = true"):
         load_study(path)
-    path.write_text(STUDY.format(schedule="T = 200"))
+    write_study(tmp_path, study={"name": "noise"}, schedule={"T": 200})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_study(path)
 
 
 def test_a_scaled_beta_of_one_is_a_study_error(tmp_path):
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.format(schedule="T = 20"))
+    path = write_study(tmp_path, study={"name": "noise"}, schedule={"T": 20})
     with pytest.raises(StudyError, match=r"schedule.*x 1000/T = 1 at T = 20"):
         load_study(path)

@@ -14,62 +14,25 @@ from pathlib import Path
 
 import pytest
 from test_faults import SAMPLER_FILE, sha256
-from test_pipeline import GMM_BASE, counts, query
 
 from ablate import cli
 from ablate.plugins import load_registry
 from ablate.report import data as report_data
 from ablate.store import REAL_DATA, Store
+from studies import counts, gmm, query, run, write_study
 
-METRICS = """
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 100
-timesteps = [0, 50, 99]
-"""
-
-STUDY_A = """
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "ddim"
-steps = 10
-
-[profiles.few]
-sampler = [{ name = "ancestral" }]
-"""
-
-STUDY_B = """
-[grid]
-target = [{ name = "epsilon" }, { name = "v" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "one_step"
-jump_at = 50
-
-[[sampler]]
-name = "shrunk"
-"""
+METRICS = [{"name": "gmm_fit", "num_samples": 100}, {"name": "x0_error_by_t", "num_samples": 100, "timesteps": [0, 50, 99]}]
+STUDY_A = {"grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+           "sampler": [{"name": "ancestral"}, {"name": "ddim", "steps": 10}],
+           "profiles": {"few": {"sampler": [{"name": "ancestral"}]}}}
+STUDY_B = {"grid": {"target": [{"name": "epsilon"}, {"name": "v"}]},
+           "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 50}, {"name": "shrunk"}]}
 
 
-def write_study(path: Path, name: str, body: str, head: str = "") -> Path:
-    path.write_text(head + GMM_BASE.format(name=name, steps=30, hidden=16, checkpoint_every=30) + body + METRICS)
-    return path
-
-
-def run(study: Path, runs: Path, *flags: str) -> int:
-    return cli.main(["run", str(study), "--runs-dir", str(runs), *flags])
+def shared_study(root: Path, name: str, **tables) -> Path:
+    """The gmm2d study at 30 steps in root/<name>.toml: A and B share its `epsilon` cell."""
+    return write_study(root, f"{name[-1]}.toml", base=gmm(name, 30, hidden=16, checkpoint_every=30), metric=METRICS,
+                       **tables)
 
 
 def evals(runs: Path) -> list[tuple]:
@@ -97,8 +60,8 @@ def shared(tmp_path_factory):
     root = tmp_path_factory.mktemp("shared")
     plugin = root / "shrunk.py"
     plugin.write_text(SAMPLER_FILE.format(scale=1.0))
-    a = write_study(root / "a.toml", "shared_a", STUDY_A)
-    b = write_study(root / "b.toml", "shared_b", STUDY_B, head=f"plugins = ['{plugin}']\n")
+    a = shared_study(root, "shared_a", **STUDY_A)
+    b = shared_study(root, "shared_b", plugins=[str(plugin)], **STUDY_B)
     runs = root / "runs"
     assert run(a, runs) == 0
     assert run(b, runs) == 0

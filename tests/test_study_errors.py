@@ -14,54 +14,14 @@ import ablate
 from ablate import StudyError, cli
 from ablate.overrides import parse_override
 from ablate.study import load_study
+from studies import DATA, TINY, merged, run, study_text, write_study
 
-DATA = Path(__file__).parent / "data"
-
-BASE = """
-[study]
-name = "errors"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 300
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-
-[schedule]
-name = "linear"
-T = 100
-
-[train]
-steps = 20
-batch_size = 32
-warmup = 5
-log_every = 5
-checkpoint_every = 10
-
-[eval]
-grid_samples = 0
-
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[sampler]]
-name = "one_step"
-jump_at = 99
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[profiles.quick]
-"train.steps" = 10
-"""
+ERRORS = merged(TINY, {"study": {"name": "errors"}, "data": {"n_train": 300}, "schedule": {"T": 100},
+                       "train": {"steps": 20, "batch_size": 32, "warmup": 5, "log_every": 5, "checkpoint_every": 10},
+                       "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+                       "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 99}],
+                       "profiles": {"quick": {"train.steps": 10}}})
+BASE = study_text(ERRORS)  # the text the cases below edit as a user would
 
 
 def write(tmp_path: Path, text: str = BASE, name: str = "study.toml") -> Path:
@@ -82,7 +42,7 @@ def prepend(head: str):
 
 
 def run_cli(tmp_path: Path, study: Path, *extra: str) -> int:
-    return cli.main(["run", str(study), "--runs-dir", str(tmp_path / "runs"), *extra])
+    return run(study, tmp_path / "runs", *extra)
 
 
 def test_the_base_study_is_valid_and_runs(tmp_path, capsys):
@@ -124,7 +84,7 @@ CASES = [
      "train.steps.max", ["is a value, not a table"]),
     ("unknown profile", None, ["--profile", "fast"],
      "profiles.fast", ["no profile 'fast'", "quick"]),
-    ("profile not a table", replace('[profiles.quick]\n"train.steps" = 10', "[profiles]\nquick = 10"), ["--profile", "quick"],
+    ("profile not a table", replace('quick = { "train.steps" = 10 }', "quick = 10"), ["--profile", "quick"],
      "profiles.quick", ["expected a table"]),
     ("invalid TOML", replace("hidden = 16", "hidden = = 16"), [],
      "", ["not valid TOML", "line"]),
@@ -187,11 +147,9 @@ def test_api_raises_study_error(tmp_path):
 # --- a diverging cell fails alone -------------------------------------------------------------
 
 def test_diverging_cell_is_marked_failed_and_the_study_goes_on(tmp_path, capsys):
-    text = prepend(f"plugins = ['{DATA / 'explode_weighting.py'}']\n")(BASE)
-    text = replace("[grid]\n", '[grid]\nweighting = [{ name = "explode" }, { name = "simple" }]\n')(text)
-    text = replace('target = [{ name = "epsilon" }, { name = "x0" }]\n', "")(text)
-    text = replace("log_every = 5", "log_every = 1")(text)  # the loss is checked where it is recorded
-    study = write(tmp_path, text)
+    study = write_study(tmp_path, base=ERRORS, plugins=[str(DATA / "explode_weighting.py")],
+                        grid={"target": None, "weighting": [{"name": "explode"}, {"name": "simple"}]},
+                        train={"log_every": 1})  # the loss is checked where it is recorded
     assert run_cli(tmp_path, study) == 0
     out = capsys.readouterr().out
     assert "FAILED explode seed 0: loss became inf at step 1" in out

@@ -16,37 +16,11 @@ import pytest
 import torch
 
 from ablate import threads
-from ablate.cli import main
 from ablate.store import Store
+from studies import ORACLE, merged, run, write_study
 
-STUDY = """
-[study]
-name = "threads"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 200
-
-[model]
-name = "gmm_oracle"
-
-[schedule]
-name = "linear"
-T = 50
-
-[eval]
-batch_size = 100
-grid_samples = 0
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "spread"
-num_samples = 100
-"""
+THREADS = merged(ORACLE, {"study": {"name": "threads"}, "data": {"n_test": 200}, "eval": {"batch_size": 100},
+                          "metric": [{"name": "spread", "num_samples": 100}]})
 
 # a real neighbour: another process registered as a run of `slots` processes until its stdin closes
 NEIGHBOUR = """
@@ -139,26 +113,26 @@ def _recorded_threads(runs: Path) -> int:
 
 
 def test_threads_flag_reaches_torch_and_the_run_record(tmp_path):
-    (tmp_path / "study.toml").write_text(STUDY)
+    study = write_study(tmp_path, base=THREADS)
     before = torch.get_num_threads()
     wanted = before + 2  # differs from every default here
-    assert main(["run", str(tmp_path / "study.toml"), "--runs-dir", str(tmp_path / "runs"), "--threads", str(wanted)]) == 0
+    assert run(study, tmp_path / "runs", "--threads", str(wanted)) == 0
     assert _recorded_threads(tmp_path / "runs") == wanted
     assert torch.get_num_threads() == before  # a Python caller's own setting is restored after the run
 
 
 def test_a_run_takes_its_share_alone_and_beside_another(tmp_path, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    (tmp_path / "study.toml").write_text(STUDY)
+    study = write_study(tmp_path, base=THREADS)
     before = torch.get_num_threads()
     torch.set_num_threads(threads.cores() + 3)  # no share: a run that kept torch's setting would record this
     try:
         alone = threads.share(threads.cores(), threads.live_slots() + 1)
-        assert main(["run", str(tmp_path / "study.toml"), "--runs-dir", str(tmp_path / "alone")]) == 0
+        assert run(study, tmp_path / "alone") == 0
         assert _recorded_threads(tmp_path / "alone") == alone
         neighbour = _neighbour(threads.cores())  # in the real registry: a run of one process per core
         try:
-            assert main(["run", str(tmp_path / "study.toml"), "--runs-dir", str(tmp_path / "beside")]) == 0
+            assert run(study, tmp_path / "beside") == 0
         finally:
             neighbour.stdin.close()
             neighbour.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -19,73 +18,30 @@ from PIL import Image
 from test_tutorial import extract
 
 import ablate
-from ablate.cli import main
 from ablate.interfaces import KINDS
 from ablate.store import Store
 from ablate.study import load_study
 from ablate.tracking import Mirror, forget
+from studies import DATA, TINY, merged, query, run, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data"
 STEPS = 40
 
-STUDY = """{head}
-[study]
-name = "tracked"
-seeds = [0]
-
-[data]
-name = "gmm2d"
-n_train = 2000
-n_test = 500
-
-[model]
-name = "mlp"
-hidden = 32
-depth = 2
-
-[schedule]
-name = "linear"
-T = 100
-
-[train]
-steps = {steps}
-batch_size = 64
-log_every = 10
-checkpoint_every = 20
-
-[eval]
-grid_samples = 16
-at_steps = [20]
-
-[grid]
-target = [{{ name = "epsilon" }}, {{ name = "x0" }}]
-
-[[sampler]]
-name = "ddim"
-steps = 10
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 200
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 64
-timesteps = [0, 50, 99]
-{tail}"""
+TRACKED = merged(TINY, {"study": {"name": "tracked"}, "data": {"n_train": 2000, "n_test": 500},
+                          "model": {"hidden": 32, "depth": 2}, "schedule": {"T": 100},
+                          "train": {"steps": STEPS, "batch_size": 64, "warmup": None, "log_every": 10, "checkpoint_every": 20},
+                          "eval": {"grid_samples": 16, "at_steps": [20]},
+                          "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+                          "sampler": [{"name": "ddim", "steps": 10}],
+                          "metric": [{"name": "gmm_fit", "num_samples": 200},
+                                     {"name": "x0_error_by_t", "num_samples": 64, "timesteps": [0, 50, 99]}]})
 
 
-def write(tmp_path: Path, trackers: tuple[str, ...] = (), head: str = "", tail: str = "") -> Path:
-    path = tmp_path / "tracked.toml"
-    tables = "".join(f'\n[[tracker]]\nname = "{t}"\n' for t in trackers)
-    path.write_text(STUDY.format(head=head, steps=STEPS, tail=tail + tables))
-    return path
-
-
-def query(runs: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    with sqlite3.connect(runs / "ablate.db") as db:
-        return db.execute(sql, params).fetchall()
+def write(tmp_path: Path, trackers: tuple[str, ...] = (), plugins: tuple[str, ...] = (), metric: tuple[dict, ...] = (),
+          tracker: tuple[dict, ...] = ()) -> Path:
+    """The study with `[[tracker]]` tables (`tracker`, then one per name in `trackers`) and `metric` added."""
+    return write_study(tmp_path, "tracked.toml", base=TRACKED, plugins=list(plugins) or None,
+                       metric=[*TRACKED["metric"], *metric], tracker=[*tracker, *({"name": t} for t in trackers)] or None)
 
 
 def stored(runs: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
@@ -244,8 +200,8 @@ def test_a_rerun_logs_nothing_twice_and_a_new_tracker_gets_the_whole_history(tmp
     files = sorted(runs.rglob("events.out.tfevents.*"))
     ablate.run_study(study, runs_dir=runs, progress=False, trackers=["mlflow"])
     assert sorted(runs.rglob("events.out.tfevents.*")) == files  # nothing new: no tracker was called
-    spread = '\n[[metric]]\nname = "spread"\nnum_samples = 200\n'
-    ablate.run_study(write(tmp_path, ("tensorboard", "mlflow"), tail=spread), runs_dir=runs, progress=False)
+    spread = {"name": "spread", "num_samples": 200}
+    ablate.run_study(write(tmp_path, ("tensorboard", "mlflow"), metric=(spread,)), runs_dir=runs, progress=False)
     assert "ddim(steps=10)/spread(num_samples=200)/spread_ratio" in next(iter(stored(runs).values()))
     assert_mirrors(runs)  # every step once, the spread values included
 
@@ -258,9 +214,9 @@ def test_a_broken_tracker_costs_one_line_and_nothing_else(tmp_path, capsys, monk
     blocker.write_text("a file where MLflow wants a folder\n")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{blocker / 'mlflow.db'}")
     (tmp_path / "jsonl_tracker.py").write_text(extract(ROOT / "docs" / "writing-a-plugin.md")["jsonl_tracker.py"])
-    study = write(tmp_path, ("broken", "jsonl"), head=f'plugins = ["{DATA / "broken_tracker.py"}", "./jsonl_tracker.py"]')
+    study = write(tmp_path, ("broken", "jsonl"), plugins=(str(DATA / "broken_tracker.py"), "./jsonl_tracker.py"))
     runs = tmp_path / "runs"
-    assert main(["run", str(study), "--runs-dir", str(runs), "--track", "mlflow", "--track", "tensorboard"]) == 0
+    assert run(study, runs, "--track", "mlflow", "--track", "tensorboard") == 0
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracker ")]
     assert len(err) == 2, err
     broken = next(line for line in err if line.startswith("tracker broken "))
@@ -297,7 +253,7 @@ def test_a_missing_tracker_package_is_one_line_naming_its_extra(tmp_path, capsys
 
 def test_track_names_an_unknown_tracker_before_anything_runs(tmp_path, capsys):
     runs = tmp_path / "runs"
-    assert main(["run", str(write(tmp_path)), "--runs-dir", str(runs), "--track", "tensorbord"]) == 2
+    assert run(write(tmp_path), runs, "--track", "tensorbord") == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--track: unknown tracker 'tensorbord'" in err and "did you mean 'tensorboard'" in err
     assert not (runs / "ablate.db").exists()
@@ -313,7 +269,7 @@ def test_a_tracker_is_not_part_of_the_cell(tmp_path):
 
 
 def test_a_tracker_table_is_validated_with_the_study(tmp_path):
-    study = write(tmp_path, tail='\n[[tracker]]\nname = "tensorboard"\nlogdir = "x"\n')
+    study = write(tmp_path, tracker=({"name": "tensorboard", "logdir": "x"},))
     with pytest.raises(ablate.StudyError, match=r"tracker\[0\]\.logdir: unknown key"):
         load_study(study)
 

@@ -17,6 +17,7 @@ from ablate.contrasts import evaluate
 from ablate.report.curves import holds
 from ablate.store import FINAL, REAL_DATA, Store
 from ablate.study import load_study
+from studies import run, write_study
 
 
 def frame(groups: dict[tuple[str, str], list[float]], key: str = "kid") -> pd.DataFrame:
@@ -110,56 +111,16 @@ def test_a_floor_without_spread_gives_no_margin_and_says_why():
     assert o.verdict == "inconclusive at n = 6"  # equivalence is never claimed without a margin
 
 
-STUDY = """
-[study]
-name = "verdicts"
-seeds = [0, 1, 2, 3, 4]
-
-[data]
-name = "gmm2d"
-n_train = 200
-n_test = 100
-
-[model]
-name = "mlp"
-hidden = 16
-
-[schedule]
-name = "linear"
-T = 50
-
-[train]
-steps = 30
-batch_size = 32
-warmup = 2
-log_every = 5
-checkpoint_every = 30
-
-[eval]
-grid_samples = 0
-
-[grid]
-target = [{ name = "epsilon" }, { name = "x0" }]
-
-[[sampler]]
-name = "ancestral"
-
-[[metric]]
-name = "gmm_fit"
-num_samples = 100
-
-[[contrast]]
-metric = "nll"
-baseline = "epsilon"
-compare = ["x0"]
-margin = 0.5
-"""
+VERDICTS = {"study": {"name": "verdicts", "seeds": [0, 1, 2, 3, 4]},
+            "train": {"steps": 30, "batch_size": 32, "warmup": 2, "log_every": 5, "checkpoint_every": 30},
+            "grid": {"target": [{"name": "epsilon"}, {"name": "x0"}]},
+            "contrast": [{"metric": "nll", "baseline": "epsilon", "compare": ["x0"], "margin": 0.5}]}
 
 
 def test_a_relative_margin_is_one_error_naming_file_and_key(tmp_path, capsys):
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.replace("margin = 0.5", "margin = 0.2\nrelative = true"))
-    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    contrast = [{**VERDICTS["contrast"][0], "margin": 0.2, "relative": True}]
+    path = write_study(tmp_path, **{**VERDICTS, "contrast": contrast})
+    assert run(path) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.count("error:") == 1 and str(path) in err
     assert "contrast[0].relative: " in err and "not accepted" in err and "margin_floor_sd = 2.0" in err
@@ -168,8 +129,7 @@ def test_a_relative_margin_is_one_error_naming_file_and_key(tmp_path, capsys):
 
 @pytest.mark.parametrize("seeds,warned", [(5, True), (6, False)])
 def test_too_few_seeds_for_the_permutation_test_are_warned_at_load(tmp_path, seeds, warned):
-    path = tmp_path / "study.toml"
-    path.write_text(STUDY.replace("seeds = [0, 1, 2, 3, 4]", f"seeds = {list(range(seeds))}"))
+    path = write_study(tmp_path, **{**VERDICTS, "study": {"name": "verdicts", "seeds": list(range(seeds))}})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         load_study(path)
@@ -199,27 +159,22 @@ def test_whether_a_verdict_holds_over_training(along, said):
         "differs at step 500 and the final step (500: better, final: better)"
 
 
-CURVE_STUDY = STUDY.replace("seeds = [0, 1, 2, 3, 4]", "seeds = [0, 1, 2]").replace(
-    "grid_samples = 0", "grid_samples = 0\nat_steps = [10, 20]\ncurve_samples = 50\ncurve_sampler = \"ancestral\"").replace(
-    'target = [{ name = "epsilon" }, { name = "x0" }]', '"train.lr" = [0.003, 0.004, 0.005]\ntarget = [{ name = "x0" }]').replace(
-    'baseline = "epsilon"\ncompare = ["x0"]\nmargin = 0.5', 'baseline = "lr=0.003 + x0"\ncompare = ["lr=0.004 + x0", "lr=0.005 + x0"]\nmargin = 1e6') + """
-[[sampler]]
-name = "one_step"
-jump_at = 49
-
-[[metric]]
-name = "x0_error_by_t"
-num_samples = 50
-timesteps = [0, 49]
-"""
+# three learning rates of x0 at three seeds, the headline (gmm_fit's sw2) evaluated at 50 samples at steps 10 and 20
+CURVE = {**VERDICTS, "study": {"name": "verdicts", "seeds": [0, 1, 2]},
+         "eval": {"at_steps": [10, 20], "curve_samples": 50, "curve_sampler": "ancestral"},
+         "grid": {"train.lr": [0.003, 0.004, 0.005], "target": [{"name": "x0"}]},
+         "contrast": [{"metric": "sw2", "baseline": "lr=0.003 + x0", "compare": ["lr=0.004 + x0", "lr=0.005 + x0"],
+                       "margin": 1e6}],
+         "sampler": [{"name": "ancestral"}, {"name": "one_step", "jump_at": 49}],
+         "metric": [{"name": "gmm_fit", "num_samples": 100},
+                    {"name": "x0_error_by_t", "num_samples": 50, "timesteps": [0, 49]}]}
 
 
 def test_the_headline_learning_curve_end_to_end(tmp_path):
     """at_steps + curve_samples: the headline at 50 samples at steps 10 and 20 and for the final weights (step
     30), under the curve sampler alone, with a floor at the same count; the report plots it and says, per
     contrast, whether the verdict holds at every step (a margin of 1e6 nats: equivalent everywhere)."""
-    study, runs, out = tmp_path / "study.toml", tmp_path / "runs", tmp_path / "reports"
-    study.write_text(CURVE_STUDY)
+    study, runs, out = write_study(tmp_path, **CURVE), tmp_path / "runs", tmp_path / "reports"
     for command in (["run", str(study)], ["report", str(study), "--out", str(out)]):
         assert main([*command, "--runs-dir", str(runs)]) == 0
     store = Store(runs / "ablate.db")
@@ -227,14 +182,16 @@ def test_the_headline_learning_curve_end_to_end(tmp_path):
         rows = store.results("verdicts", final_only=False)
     finally:
         store.close()
-    nll = rows[rows.key == "nll"]
-    curve = nll[nll.step != FINAL]
+    sw2 = rows[rows.key == "sw2"]
+    curve = sw2[sw2.step != FINAL]
     assert set(zip(curve.sampler, curve.step, strict=True)) == {("ancestral", 10), ("ancestral", 20), ("ancestral", 30),
                                                    (REAL_DATA, 30)}
-    assert set(curve.num_samples) == {50} and set(nll[nll.step == FINAL].num_samples) == {100}
+    final = sw2[sw2.step == FINAL]
+    assert set(curve.num_samples) == {50} and set(final[final.sampler != REAL_DATA].num_samples) == {100}
+    assert set(final[final.sampler == REAL_DATA].num_samples) == {50}  # the floor: one half of the 100 held out against the other
     x0 = rows[rows.metric.str.startswith("x0_error_by_t")]
     assert set(x0.step) == {10, 20, FINAL}  # the cheap metric is not repeated for the final weights
-    floor = nll[(nll.sampler == REAL_DATA) & (nll.step == FINAL)].pivot_table(index="seed", columns="arm", values="value")
+    floor = final[final.sampler == REAL_DATA].pivot_table(index="seed", columns="arm", values="value")
     assert floor.nunique(axis=1).eq(1).all() and floor["lr=0.003 + x0"].nunique() == 3  # same per seed, new per seed
 
     text = (out / "verdicts" / "README.md").read_text()
@@ -243,8 +200,8 @@ def test_the_headline_learning_curve_end_to_end(tmp_path):
     assert (out / "verdicts" / "diagnostic_curves.png").exists()
     for compared in ("0.004", "0.005"):
         sentence = next(line for line in text.splitlines()
-                        if line.startswith(f"- **lr={compared} + x0 vs lr=0.003 + x0 (nll, ancestral)**"))
-        assert sentence.endswith("During training (nll at 50 samples, ancestral): the verdict holds at every evaluated "
+                        if line.startswith(f"- **lr={compared} + x0 vs lr=0.003 + x0 (sw2, ancestral)**"))
+        assert sentence.endswith("During training (sw2 at 50 samples, ancestral): the verdict holds at every evaluated "
                                  "step (10, 20, final).")
         assert "Verdict: equivalent within margin" in sentence
     assert text.count("**Seeds**: with 3 seeds") == 1 and "2/2^3 = 0.25" in text  # the caveat, once

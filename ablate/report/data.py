@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ablate import halves
+from ablate.datatypes import declared_spec
 from ablate.identity import outdated
-from ablate.interfaces import declared_spec
 from ablate.stats import Summary, clipped_bootstrap, mean_ci
 from ablate.store import FINAL, LADDER, NO_SAMPLER, REAL_DATA, Store
 

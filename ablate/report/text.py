@@ -1,17 +1,16 @@
-"""The report's text layer: the markdown of one report, with its conclusion sentence, from a `ReportData`."""
+"""The report's text layer: the markdown of one report, with its conclusion sentence, from a `ReportData`.
+The sections are assembled here; the result tables are ablate.report.tables, the conclusions and
+contrasts ablate.report.conclusions."""
 
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from pathlib import Path
 
-from ablate import contrasts
-from ablate.report import calibration, contrast_text, curves, halves
-from ablate.report.contrast_text import fmt
-from ablate.report.data import ALPHA, Plot, ReportData, split_axis
-from ablate.store import CELL, FINAL, NO_SAMPLER, REAL_DATA
+from ablate.report import calibration, conclusions, contrast_text, curves, halves, tables
+from ablate.report.data import Plot, ReportData
+from ablate.store import CELL, FINAL
 
 
 def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -> tuple[str, str]:
@@ -25,9 +24,9 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
     if question:
         lines += ["## Question", "", question, ""]
 
-    outcomes = _outcomes(data)
+    outcomes = conclusions.outcomes(data)
     by_step = curves.outcomes_by_step(data) if outcomes else []
-    sentences = _conclusions(data, outcomes, by_step)
+    sentences = conclusions.sentences(data, outcomes, by_step)
     conclusion = " ".join(sentences) if sentences else "no results yet"
     if outcomes:  # the index gets the verdicts; the report, the sentences
         names = [o.comparison.name for o in outcomes]
@@ -37,15 +36,15 @@ def render(data: ReportData, others: list[tuple[str, str]], plots: list[Plot]) -
         lines += ["## Conclusion", ""] + contrast_text.two_axes(outcomes) + [f"- {s}" for s in sentences] + [""]
         caveat = contrast_text.seed_caveat(outcomes)
         lines += [caveat, ""] if caveat else []
-    lines += _setup(data) + _health(data)
+    lines += _setup(data) + tables.health(data)
     if data.keys:
-        lines += _results(data)
+        lines += tables.results(data)
     lines += calibration.ladder(data)
     lines += halves.section(data)
     if outcomes:
-        lines += _contrasts(data, outcomes, by_step)
+        lines += conclusions.contrast_section(data, outcomes, by_step)
     if data.primary and len(data.groups) > 1:
-        lines += ["## Exploratory comparisons", ""] + _exploratory(data, outcomes) + [""]
+        lines += ["## Exploratory comparisons", ""] + conclusions.exploratory(data, outcomes) + [""]
     failed = data.cells[data.cells.status == "failed"]
     if len(failed):
         lines += ["### Failed cells", ""] + [f"- {r.arm}, seed {r.seed}: {r.reason}" for r in failed.itertuples()] + [""]
@@ -71,74 +70,6 @@ def _failures(data: ReportData) -> list[str]:
         plugin = f"{r.plugin} ({r.origin})" if r.plugin else "unknown"
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in (r.arm, r.seed, sampler, metric, plugin, r.error)) + " |")
     return lines + [""]
-
-
-def _outcomes(data: ReportData) -> list[contrasts.Outcome]:
-    if not data.contrasts:
-        return []
-    keys = {c["metric"] for c in data.contrasts}
-    return contrasts.evaluate(data.sampled[data.sampled.key.isin(keys)], data.contrasts,
-                              {k: data.direction(k) for k in keys}, data.arms, [*data.samplers, REAL_DATA])
-
-
-def _conclusions(data: ReportData, outcomes: list[contrasts.Outcome], by_step: curves.ByStep) -> list[str]:
-    """One generated sentence per declared contrast (with whether it holds over training, where the headline
-    has a learning curve); without contrasts, an exploratory ranking with no claim."""
-    if outcomes:
-        return [contrast_text.conclusion(o) + clause for o, clause in
-                zip(outcomes, curves.clauses(data, outcomes, by_step), strict=True)] + _across_axis(outcomes)
-    key = data.primary
-    if key is None:
-        return []
-    groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]
-    if not groups:
-        return []
-    direction = data.direction(key)
-    stats = {g: data.interval(*g, key) for g in groups}
-    floor = _floor_text(data, key)
-    if direction == "none":
-        return [f"No contrasts were declared and {key} declares no direction: see the tables (exploratory).{floor}"]
-    best = min(groups, key=lambda g: stats[g].mean * (1 if direction == "lower" else -1))
-    s = stats[best]
-    return [f"No contrasts were declared, so nothing here is a claim. Exploratory: by {key} ({direction} is better) "
-            f"the best mean is **{data.group_name(*best)}**, {fmt(s.mean)} (95% CI {fmt(s.low)} to {fmt(s.high)}, "
-            f"n = {s.n}).{floor}"]
-
-
-def _floor_text(data: ReportData, key: str) -> str:
-    floor = data.floors[data.floors.key == key].value
-    return f" Real data (held-out) scores {fmt(floor.mean())} on the same metric." if len(floor) else ""
-
-
-def _across_axis(outcomes: list[contrasts.Outcome]) -> list[str]:
-    """Contrasts repeated along a numeric axis of the arms (e.g. `D=8`): where the verdict changes."""
-    families: dict[tuple[str, str, str, str], list[tuple[float, str, contrasts.Outcome]]] = {}
-    for o in outcomes:
-        (b_arm, b_sampler), (c_arm, c_sampler) = o.comparison.baseline, o.comparison.compare
-        b_rest, b_axis = split_axis(b_arm)
-        c_rest, c_axis = split_axis(c_arm)
-        if b_axis is None or b_axis != c_axis or b_sampler != c_sampler:
-            continue
-        name, value = b_axis
-        families.setdefault((b_rest, c_rest, name, o.comparison.key), []).append((value, b_sampler, o))
-    out = []
-    for (base, comp, name, key), rows in families.items():
-        if len(rows) < 3:
-            continue
-        rows.sort(key=lambda r: r[0])
-        verdicts = [(v, o.verdict) for v, _, o in rows]
-        listing = "; ".join(f"{name} = {v:g}: {verdict}" for v, verdict in verdicts)
-        where = f"no verdict of better or worse holds from some {name} to the largest"
-        for side in ("better", "worse"):  # the verdict that holds from some value of the axis to its end
-            from_on = next((v for i, (v, _) in enumerate(verdicts) if all(x == side for _, x in verdicts[i:])), None)
-            if from_on is not None:
-                before = [v for v, _ in verdicts if v < from_on]
-                where = (f"{comp} is {side} than {base} at every {name} from {from_on:g} on" +
-                         (f"; the change lies between {name} = {before[-1]:g} and {from_on:g}" if before else
-                          " (at every value tested)"))
-                break
-        out.append(f"**{comp} vs {base} across {name}** ({key}): {listing}. {where}.")
-    return out
 
 
 def _question(data: ReportData) -> str:
@@ -183,153 +114,3 @@ def _setup(data: ReportData) -> list[str]:
         lines += ["", "Plugins and where they came from:", "", "| plugin | origin |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in plugins.items()]
     return lines + [""]
-
-
-def _health(data: ReportData) -> list[str]:
-    """Did every arm train? Its final loss against the trivial (zero-output) predictor's, and how often the
-    gradient norm was clipped."""
-    cells = data.cells
-    if "trivial_loss" not in cells or cells.trivial_loss.isna().all() or data.losses.empty:
-        return []
-    lines = ["### Did every arm train?", "",
-             "Final loss: the mean of the last tenth of the recorded losses, averaged over seeds. Trivial loss: the "
-             "same weighted loss for a network that outputs 0 (1.0 for epsilon + simple); an arm whose loss is not "
-             "below it learnt nothing. Clipped: share of steps whose gradient norm exceeded `train.grad_clip`.", "",
-             "| arm | final loss | trivial loss | final / trivial | clipped steps |", "|---|---|---|---|---|"]
-    for arm in dict.fromkeys(cells.arm):  # the trained arms (not a companion study's)
-        sub = cells[cells.arm == arm]
-        finals = []
-        for cell in sub.cell:
-            curve = data.losses[data.losses.cell == cell].sort_values("step").loss
-            if len(curve):
-                finals.append(curve.tail(max(1, len(curve) // 10)).mean())
-        final = sum(finals) / len(finals) if finals else math.nan
-        trivial = sub.trivial_loss.mean()
-        steps = sub.step.clip(lower=1)
-        clipped = (sub.clipped_steps / steps).mean()
-        lines.append(f"| {arm} | {fmt(final)} | {fmt(trivial)} | {fmt(final / trivial) if trivial else '–'} | "
-                     f"{clipped:.1%} |")
-    return lines + [""]
-
-
-def _results(data: ReportData) -> list[str]:
-    nonneg = [k for k in data.keys + data.diagnostics if data.spec(k)["nonnegative"]]
-    lines = ["## Results", "", "Each entry: mean over seeds with its 95% interval [low, high] and n = seeds. "
-             "Intervals use the t distribution" + (f", except for the non-negative {', '.join(nonneg)}: a seeded "
-             "percentile bootstrap of the mean, clipped at 0, so no interval goes below zero" if nonneg else "") + ". "
-             "`real data (held-out)` is the floor: the same metric on held-out images that no model trained on, in place "
-             "of samples: one half of the held-out split against the other (so at about half its count), or, for a "
-             "metric that compares with the training split, held-out images against it."]
-    directions = [f"{k}: {data.direction(k)} is better" for k in data.keys if data.direction(k) != "none"]
-    if directions:
-        lines[-1] += " Directions as the metrics declare them: " + "; ".join(directions) + "."
-    lines += [""] + _table(data, data.keys)
-    acc = data.sampled[data.sampled.key == "classifier_test_acc"]
-    if len(acc):
-        lines += ["", f"The classifier whose features FID and KID use reached {acc.value.iloc[0]:.1%} accuracy on the "
-                  "held-out split. Classifier-feature scores are comparable within this report only, not with "
-                  "published Inception scores, and only at equal sample counts."]
-    if data.diagnostics:
-        lines += ["", "### Diagnostics", ""]
-        lines += [f"- `{k}`: {data.spec(k)['description'] or 'not described'}" for k in data.diagnostics] + [""]
-        lines += _table(data, data.diagnostics)
-    lines += calibration.units(data, data.keys + data.diagnostics)
-    lines += _curves(data)
-    raw = data.extra[(data.extra.weights == "raw") & data.extra.key.isin(data.keys)]
-    if len(raw):
-        lines += ["", "### Raw (non-EMA) final weights", "", "The same headline metrics for the final raw weights, "
-                  "mean over seeds:", "", "| arm | sampler | " + " | ".join(data.keys) + " |",
-                  "|---|---|" + "---|" * len(data.keys)]
-        for (arm, sampler), rows in raw.groupby(["arm", "sampler"], sort=False):
-            means = rows.groupby("key").value.mean()
-            lines.append(f"| {arm} | {sampler} | " + " | ".join(fmt(means.get(k)) for k in data.keys) + " |")
-    return lines + [""]
-
-
-def _curves(data: ReportData) -> list[str]:
-    """Per-t curves (declared role "curve", e.g. the x0 error at each t) as numbers beside their plot."""
-    rows = data.results[(data.results.sampler == NO_SAMPLER)]
-    rows = rows[rows.key.map(lambda k: data.spec(k)["role"] == "curve")]
-    if rows.empty:
-        return []
-    lines = []
-    for metric, sub in rows.groupby("metric", sort=False):
-        keys = sorted(dict.fromkeys(sub.key), key=_natural)
-        means = sub.groupby(["arm", "key"]).value.mean()
-        lines += ["", f"### {metric.split('(')[0]} (mean over seeds)", "",
-                  f"{data.spec(keys[0])['description'] or ''}", "",
-                  "| arm | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        lines += [f"| {arm} | " + " | ".join(fmt(means.get((arm, k))) for k in keys) + " |"
-                  for arm in data.arms if arm in set(sub.arm)]
-    return lines
-
-
-def _natural(key: str) -> tuple:
-    """'t=10' after 't=9': numbers in keys compare as numbers."""
-    head, _, tail = key.partition("=")
-    try:
-        return head, float(tail)
-    except ValueError:
-        return head, math.inf
-
-
-def _table(data: ReportData, keys: list[str]) -> list[str]:
-    """Rows per arm x sampler; the real-data floor once when it is the same for every arm."""
-    lines = ["| arm | sampler | NFE | samples | " + " | ".join(keys) + " |", "|---|---|---|---|" + "---|" * len(keys)]
-    floors = [g for g in data.groups if g[1] == REAL_DATA]
-    shared = len({tuple(data.values(*g, k)[0] if data.values(*g, k) else None for k in keys) for g in floors}) == 1
-    seen_floor = False
-    for arm, sampler in data.groups:
-        if sampler == REAL_DATA and shared:
-            if seen_floor:
-                continue
-            seen_floor, arm = True, "(every arm)"
-        group = (data.arms[0] if arm == "(every arm)" else arm, sampler)
-        cells = []
-        for key in keys:
-            s = data.interval(*group, key)
-            cells.append(f"{fmt(s.mean)} [{fmt(s.low)}, {fmt(s.high)}] (n={s.n})" if s.n > 1 else fmt(s.mean))
-        nfe = data.nfe(*group)
-        count = data.sampled[(data.sampled.arm == group[0]) & (data.sampled.sampler == sampler)].num_samples.dropna()
-        lines.append(f"| {arm} | {sampler} | {nfe if nfe is not None else '–'} | "
-                     f"{int(count.iloc[0]) if len(count) else '–'} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _contrasts(data: ReportData, outcomes: list[contrasts.Outcome], by_step: curves.ByStep) -> list[str]:
-    lines = ["## Declared contrasts", "",
-             "The questions the study declared before it ran. Each test uses the per-seed differences (compared minus "
-             "baseline: arms and samplers at one seed share their random numbers): a paired t-test with its 95% "
-             "interval, a seeded bootstrap interval and an exact sign-flip permutation test beside it. Holm's "
-             f"correction runs over these {len(outcomes)} tests only, for the paired t and the permutation test "
-             f"alike. \"Better\" or \"worse\" needs both to be significant (Holm p < {ALPHA}); when only one is, the "
-             "verdict says they disagree. \"Equivalent within margin\" needs two one-sided tests (TOST) to pass with "
-             "the margin; otherwise the test is \"inconclusive\", never \"no difference\".", ""]
-    lines += contrast_text.contrast_table(outcomes) + ["", "### Margins", "",
-                                                       "Each test's equivalence margin, as resolved from the results:", ""]
-    lines += contrast_text.margin_lines(outcomes) + [""]
-    open_ = [o for o in outcomes if not o.decided]
-    if open_:
-        lines += ["### Seeds needed", "", "For the tests not yet decided:", ""]
-        lines += [f"- {contrast_text.seeds_sentence(o)}" for o in open_] + [""]
-    lines += curves.section(data, outcomes, by_step)
-    for key in dict.fromkeys(o.comparison.key for o in outcomes):
-        groups = [g for g in data.groups if g[1] != REAL_DATA and data.values(*g, key)]  # every arm, not only the declared
-        lines += [f"### Per-seed {key}", "", "Each seed's value, so any test above can be redone by hand.", ""]
-        lines += contrast_text.per_seed_table(data.sampled, key, groups) + [""]
-    return lines
-
-
-def _exploratory(data: ReportData, outcomes: list[contrasts.Outcome]) -> list[str]:
-    """Paired tests nobody declared, labelled as such; with many groups only those against each arm's
-    most expensive sampler and each sampler's first arm, so the table stays readable."""
-    key = data.primary
-    groups = [g for g in data.groups if g[1] != REAL_DATA]
-    keep = None
-    if len(groups) > 8:
-        first = data.arms[0]
-        top = {arm: next((g[1] for g in groups if g[0] == arm), None) for arm in data.arms}
-
-        def keep(a: tuple[str, str], b: tuple[str, str]) -> bool:
-            return (a[0] == b[0] and top.get(a[0]) in (a[1], b[1])) or (a[1] == b[1] and first in (a[0], b[0]))
-    return contrast_text.exploratory_table(data.sampled, key, groups, outcomes, keep)
