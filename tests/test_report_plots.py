@@ -164,3 +164,18 @@ def test_the_learning_curve_is_labelled_in_words():
                                                           results=pd.concat([data.results, curve.assign(step=-1)]))))
     label = " ".join(fig.axes[0].get_ylabel().split())
     assert label == "mean x0 error over timesteps (mean over seeds, 95% interval)"
+
+
+def test_a_mean_below_its_clipped_interval_still_draws():
+    """KID is unbiased, so a mean can fall below 0 while a non-negative key's interval is clipped at 0."""
+    import math
+
+    from matplotlib.figure import Figure
+
+    from ablate.report.plotting import errorbars
+    from ablate.stats import Summary
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    errorbars(ax, [1.0, 2.0], [Summary(6, -0.003, math.nan, 0.0, 0.01), Summary(6, 0.5, math.nan, 0.4, 0.6)], False)
+    assert len(ax.containers) == 1

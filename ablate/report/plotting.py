@@ -56,7 +56,8 @@ def errorbars(ax: Axes, xs: list[float], stats: list[Summary], log: bool, **styl
         low = [floor if c else lo for lo, c in zip(low, clipped, strict=True)]
         ax.plot([x for x, c in zip(xs, clipped, strict=True) if c], [floor] * sum(clipped), "v",
                 color=style.get("color", "black"), markersize=7)
-    ax.errorbar(xs, means, yerr=[np.subtract(means, low), above], capsize=3, **style)
+    # a non-negative key's interval is clipped at 0, so an unbiased estimate below 0 (KID) lies under its interval
+    ax.errorbar(xs, means, yerr=np.clip([np.subtract(means, low), above], 0, None), capsize=3, **style)
     return any(clipped)
 
 
