@@ -238,3 +238,12 @@ def test_a_question_asked_on_two_axes_gets_one_line_with_both_verdicts():
     (line, blank) = two_axes(outcomes)
     assert line == "- **x0 vs eps** (b against the baseline, on two axes): quality: better (kid); copying: worse (close_copies)."
     assert blank == "" and two_axes(outcomes[:1]) == []
+
+
+def test_one_contrast_with_two_compared_labels_is_not_two_axes():
+    from ablate.report.contrast_text import two_axes
+
+    base = BASE8[:6]
+    f = frame({("a", "s"): base, ("b", "s"): [v + 1 for v in base], ("c", "s"): [v + 2 for v in base]})
+    outcomes = evaluate(f, [spec(name="10 evaluations: jump and strided vs DDIM", compare=["b", "c"])], {"kid": "lower"})
+    assert two_axes(outcomes) == []

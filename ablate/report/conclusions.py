@@ -14,7 +14,7 @@ from ablate.store import REAL_DATA
 def outcomes(data: ReportData) -> list[contrasts.Outcome]:
     if not data.contrasts:
         return []
-    keys = {c["metric"] for c in data.contrasts}
+    keys = {c["metric"] for c in data.contrasts} | {c["mechanism"]["key"] for c in data.contrasts if c.get("mechanism")}
     return contrasts.evaluate(data.sampled[data.sampled.key.isin(keys)], data.contrasts,
                               {k: data.direction(k) for k in keys}, data.arms, [*data.samplers, REAL_DATA])
 

@@ -189,7 +189,7 @@ def two_axes(outcomes: Sequence[Outcome]) -> list[str]:
             grouped.setdefault((question, o.comparison.baseline[0], o.comparison.compare[0]), []).append(o)
     lines = []
     for (question, _, compared), group in grouped.items():
-        if len(group) < 2:
+        if len({o.comparison.name for o in group}) < 2:  # one contrast's several tests are not axes
             continue
         parts = [f"{o.comparison.name.rpartition(': ')[2]}: {o.verdict} ({o.comparison.key})" for o in group]
         lines.append(f"- **{question}** ({compared} against the baseline, on two axes): " + "; ".join(parts) + ".")
