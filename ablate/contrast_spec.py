@@ -17,14 +17,16 @@ Group = tuple[str, str]  # (arm, sampler)
 
 
 class Mechanism(BaseModel):
-    """A contrast's declared reading of a diagnostic key: which value means which mechanism. Declared before
-    the run like the contrast, so the report's mechanism sentence is computed, never chosen afterwards."""
+    """A contrast's declared reading of a diagnostic key: which ratio of the compared group's mean to the
+    baseline's means which mechanism (a ratio, so a baseline that is itself off, e.g. a poor model's
+    ancestral samples, does not read as the mechanism of the difference). Declared before the run like the
+    contrast, so the report's mechanism sentence is computed, never chosen afterwards."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(..., description="the diagnostic output key read (e.g. 'spread_ratio')")
-    below: float = Field(..., description="the compared group's mean below this value means `below_means`")
+    below: float = Field(..., description="compared mean / baseline mean below this value means `below_means`")
     below_means: str = Field(..., description="e.g. 'regression to the mean'")
-    above: float = Field(..., description="the compared group's mean above this value means `above_means`")
+    above: float = Field(..., description="compared mean / baseline mean above this value means `above_means`")
     above_means: str = Field(..., description="e.g. 'error amplification'")
 
     @model_validator(mode="after")
@@ -33,7 +35,10 @@ class Mechanism(BaseModel):
             raise ValueError(f"below ({self.below}) must not exceed above ({self.above})")
         return self
 
-    def reading(self, value: float) -> str:
+    def reading(self, baseline: float, compared: float) -> str:
+        if baseline == 0:
+            return "not read (the baseline's mean is 0)"
+        value = compared / baseline
         if value < self.below:
             return self.below_means
         if value > self.above:

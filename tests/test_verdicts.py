@@ -220,7 +220,7 @@ def test_a_declared_mechanism_is_read_from_the_diagnostic_means():
             "above_means": "error amplification"}
     (o,) = evaluate(pd.concat([f, spread]), [spec(compare=["b"], mechanism=mech)], {"kid": "lower"})
     assert o.diagnostic == pytest.approx((1.0, 0.035))
-    assert "b has spread_ratio 0.035 against 1 for a: regression to the mean." in conclusion(o)
+    assert "b has spread_ratio 0.035 against 1 for a (0.035 times): regression to the mean." in conclusion(o)
     wide = spread.assign(value=[1.0] * 6 + [1.5] * 6)
     (o,) = evaluate(pd.concat([f, wide]), [spec(compare=["b"], mechanism=mech)], {"kid": "lower"})
     assert conclusion(o).endswith("error amplification.")

@@ -91,8 +91,9 @@ def mechanism(o: Outcome, base: str, comp: str) -> str:
     m, values = o.comparison.mechanism, o.diagnostic
     if m is None or values is None:
         return ""
+    ratio = f" ({fmt(values[1] / values[0])} times)" if values[0] else ""
     return (f" Mechanism (declared reading of {m.key}): {comp} has {m.key} {fmt(values[1])} against {fmt(values[0])} "
-            f"for {base}: {m.reading(values[1])}.")
+            f"for {base}{ratio}: {m.reading(*values)}.")
 
 
 def agreement(o: Outcome) -> str:
