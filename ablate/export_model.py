@@ -70,7 +70,7 @@ def export_model(target: str | Path, to: str | Path, runs_dir: str | Path = "run
     ckpt = load_checkpoint(run_dir / "checkpoint.pt", torch.device("cpu"))
     if ckpt is None:
         raise AblateError(f"{run_dir}: no readable checkpoint.pt; train the cell first (ablate run)")
-    spec = registry.from_table("dataset", config["data"]).load().spec
+    spec = registry.from_table("dataset", config["data"]).splits().spec
     module = model.build(spec)
     module.load_state_dict(ckpt["ema"])
     unet = as_unet2d(config["model"], module.eval(), spec.shape, diffusers)

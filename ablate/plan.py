@@ -136,7 +136,7 @@ def probe(study: Study, cell: Cell, tmp: Path) -> Rates:
     config = copy.deepcopy(cell.config)
     config["train"]["steps"] = steps = min(PROBE_STEPS, config["train"]["steps"])
     parts = Parts.from_config(study.registry, config)
-    data = parts.dataset.load()
+    data = parts.dataset.splits()  # after train_half, with the training split that models built from data need
     store = Store(tmp / "probe.db")
     try:
         store.add_cell(store.start_run("probe", None, "", {}, {}, {}), cell.key, config, cell.arm, cell.seed)

@@ -103,3 +103,11 @@ def test_dry_run_names_stale_cells_and_leaves_them(tmp_path, capsys):
     assert files(runs) == before
     assert main(["run", str(study), "--runs-dir", str(runs), "--set", "metric=[]"]) == 2
     assert "--recompute-stale" in capsys.readouterr().err
+
+
+def test_the_probe_builds_models_from_the_training_split(tmp_path, capsys):
+    """empirical_oracle needs the (half) training split, which only Dataset.splits() provides."""
+    base = merged(DRY, {"data": {"name": "digits", "train_half": "a"}, "model": {"name": "empirical_oracle"},
+                        "metric": [{"name": "kid", "features": "raw", "num_samples": 50, "subset_size": 20}]})
+    out = dry_run(capsys, write_study(tmp_path, "oracle.toml", base=base), tmp_path / "runs")
+    assert "probed:" in out and not (tmp_path / "runs").exists()
