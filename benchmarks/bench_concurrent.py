@@ -20,30 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import interleave, median
-
-STUDY = """
-[study]
-name = "bench_concurrent"
-seeds = [0, 1]
-[data]
-name = "gmm2d"
-[model]
-name = "mlp"
-hidden = 128
-depth = 3
-[schedule]
-name = "linear"
-T = 200
-[train]
-steps = {steps}
-device = "cpu"
-[eval]
-grid_samples = 0
-[[metric]]
-name = "gmm_fit"
-num_samples = 1000
-"""
+from common import interleave, median, tiny_study
 
 # the command before the thread policy: torch loads first (OpenMP reads no wait policy) and keeps its
 # default of one thread per core
@@ -84,7 +61,7 @@ def main() -> None:
     args = p.parse_args()
     policies = {"policy": True, **({"no policy": False} if args.baseline else {})}
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "study.toml").write_text(STUDY.format(steps=args.steps))
+        (Path(tmp) / "study.toml").write_text(tiny_study("bench_concurrent", args.steps))
         arms = {f"{arm} ({name})": (lambda n=n, m=managed: runs(Path(tmp), n, m))
                 for name, managed in policies.items() for arm, n in (("alone", 1), ("pair", 2))}
         times = interleave(arms, args.rounds)

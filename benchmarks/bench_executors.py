@@ -15,41 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import ablate
+from common import tiny_study
 
-STUDY = """
-[study]
-name = "bench_executors"
-seeds = [0, 1]
-[data]
-name = "gmm2d"
-[model]
-name = "mlp"
-hidden = 128
-depth = 3
-[schedule]
-name = "linear"
-T = 200
-[train]
-steps = {steps}
-device = "cpu"
-[eval]
-grid_samples = 0
-[grid]
-target = [{{ name = "epsilon" }}, {{ name = "x0" }}]
-[executor]
-{executor}
-[[metric]]
-name = "gmm_fit"
-num_samples = 1000
-"""
+import ablate
 
 ARMS = {"local x1": 'name = "local"', "ray x2": 'name = "ray"\ncpus_per_cell = 1'}
 
 
 def run(tmp: Path, arm: str, steps: int) -> float:
     study = tmp / f"{arm.replace(' ', '_')}.toml"
-    study.write_text(STUDY.format(steps=steps, executor=ARMS[arm]))
+    study.write_text(tiny_study("bench_executors", steps, "[grid]\ntarget = [{ name = \"epsilon\" }, { name = \"x0\" }]\n[executor]\n" + ARMS[arm]))
     runs = Path(tempfile.mkdtemp(dir=tmp))
     t0 = time.perf_counter()
     ablate.run_study(study, runs_dir=runs, progress=False)

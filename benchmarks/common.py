@@ -122,3 +122,30 @@ def describe(device: torch.device) -> str:
 
 def fmt(xs: list[float], scale: float = 1e3, unit: str = "ms") -> str:
     return f"median {median(xs) * scale:9.3f} {unit}  (runs: {', '.join(f'{x * scale:.3f}' for x in xs)})"
+
+
+def tiny_study(name: str, steps: int, extra: str = "") -> str:
+    """A two-seed gmm2d study small enough to time whole runs of (extra: more TOML tables)."""
+    return f"""
+[study]
+name = "{name}"
+seeds = [0, 1]
+[data]
+name = "gmm2d"
+[model]
+name = "mlp"
+hidden = 128
+depth = 3
+[schedule]
+name = "linear"
+T = 200
+[train]
+steps = {steps}
+device = "cpu"
+[eval]
+grid_samples = 0
+{extra}
+[[metric]]
+name = "gmm_fit"
+num_samples = 1000
+"""
