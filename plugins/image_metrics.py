@@ -4,7 +4,6 @@ ablate_plugins.metrics registers these metrics with the others."""
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -13,6 +12,7 @@ from pydantic import Field
 from torch import Tensor
 
 from ablate import EvalContext, KeySpec, Metric
+from ablate.halves import nearest
 
 
 class FID(FeatureMetric):
@@ -86,13 +86,7 @@ class NearestNeighbour(Metric):
     def evaluate(self, samples: Tensor | None, real: Tensor, ctx: EvalContext) -> dict[str, float]:
         assert samples is not None
         train = real.flatten(1).double()  # compares_with = "train": `real` is the training split as saved
-        dist = _nearest(samples.flatten(1).double(), train)
-        held_out = _nearest(ctx.data.test.flatten(1).double(), train)
+        dist = nearest(samples, train)
+        held_out = nearest(ctx.data.test, train)
         threshold = torch.quantile(held_out, 0.01)
         return {"nn_distance": float(dist.mean()), "close_copies": float((dist < threshold).double().mean())}
-
-
-def _nearest(x: Tensor, ref: Tensor, chunk: int = 1024) -> Tensor:
-    """RMS (per value) distance of each row of x to its nearest row of ref."""
-    exact = "donot_use_mm_for_euclid_dist"  # a copy must come out at distance 0, not at rounding noise
-    return torch.cat([torch.cdist(part, ref, compute_mode=exact).min(1).values for part in x.split(chunk)]) / math.sqrt(x.shape[1])
